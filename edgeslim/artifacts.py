@@ -1,0 +1,160 @@
+"""The artifact directory: layout, manifest (provenance), atomic writes, hashing.
+
+An artifact directory holds:
+    model.onnx (+ model.onnx_data)   the graph, external data when large
+    config.json, tokenizer files      what transformers/optimum need to load it
+    reference.npz                     golden inputs and PyTorch outputs from export
+    edgeslim.json                     the manifest: source hash, every step, versions, metrics
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from edgeslim.errors import InputError, OutputError
+
+MANIFEST = "edgeslim.json"
+MODEL = "model.onnx"
+EXTERNAL_DATA = "model.onnx_data"
+REFERENCE = "reference.npz"
+SCHEMA = "edgeslim.manifest/1"
+
+
+def sha256_files(paths: list[Path]) -> str:
+    """One sha256 over the names and bytes of `paths` (sorted by name)."""
+    digest = hashlib.sha256()
+    for path in sorted(paths, key=lambda p: p.name):
+        digest.update(path.name.encode())
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def model_files(directory: Path) -> list[Path]:
+    """The ONNX graph and its external data files in an artifact directory."""
+    return sorted(p for p in directory.iterdir() if p.name.startswith(MODEL) and p.is_file())
+
+
+def artifact_size(directory: Path) -> int:
+    """Bytes of the model: model.onnx plus external data."""
+    return sum(p.stat().st_size for p in model_files(directory))
+
+
+def read_manifest(directory: Path) -> dict[str, Any]:
+    """The manifest of an artifact directory; InputError when it is not one."""
+    if not directory.exists():
+        raise InputError(f"{directory} does not exist: give an artifact directory made by edgeslim")
+    if not directory.is_dir():
+        raise InputError(f"{directory} is a file: give the artifact directory that contains it")
+    path = directory / MANIFEST
+    if not path.exists():
+        raise InputError(
+            f"{directory} has no {MANIFEST}: it is not an edgeslim artifact "
+            "(create one with 'edgeslim export')"
+        )
+    try:
+        manifest: dict[str, Any] = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path} is not valid JSON ({exc}): re-create the artifact") from None
+    if manifest.get("schema") != SCHEMA:
+        raise InputError(f"{path} has schema {manifest.get('schema')!r}, expected {SCHEMA!r}")
+    return manifest
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (temporary name, then rename)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """Hard-link `src` to `dst` (artifact files are never changed in place), else copy."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def copy_companions(src: Path, dst: Path, skip_model: bool = True) -> None:
+    """Carry every file of artifact `src` except the model (and manifest) into `dst`."""
+    for item in src.iterdir():
+        if item.name == MANIFEST or (skip_model and item.name.startswith(MODEL)):
+            continue
+        if item.is_dir():
+            shutil.copytree(item, dst / item.name, copy_function=_link_or_copy_str)
+        else:
+            link_or_copy(item, dst / item.name)
+
+
+def _link_or_copy_str(src: str, dst: str) -> None:
+    link_or_copy(Path(src), Path(dst))
+
+
+def check_output(out: Path, force: bool) -> None:
+    """Refuse an existing output without --force and an output whose parent is not writable."""
+    if out.exists() and not force:
+        raise OutputError(f"{out} already exists: choose another -o or pass --force to replace it")
+    parent = out.parent if out.parent != Path("") else Path(".")
+    parent = parent.resolve()
+    probe = parent
+    while not probe.exists():
+        probe = probe.parent
+    if not os.access(probe, os.W_OK):
+        raise OutputError(f"cannot write to {parent}: choose an output path in a writable directory")
+
+
+@contextlib.contextmanager
+def staging(out: Path, force: bool) -> Iterator[Path]:
+    """Yield a temporary directory beside `out`; rename it to `out` only on success.
+
+    On any error the temporary directory is removed, so nothing half-written remains.
+    """
+    check_output(out, force)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}-{int(time.time() * 1000)}")
+    tmp.mkdir()
+    try:
+        yield tmp
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def new_manifest(task: str, source: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    """A fresh manifest for an artifact made from `source` ({path, sha256})."""
+    from edgeslim import __version__
+
+    return {
+        "schema": SCHEMA,
+        "edgeslim_version": __version__,
+        "task": task,
+        "source": source,
+        **fields,
+        "steps": [],
+        "metrics": {},
+    }
+
+
+def append_step(manifest: dict[str, Any], step: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `manifest` with `step` (plus environment snapshot) appended."""
+    from edgeslim.environment import snapshot
+
+    record = {**step, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **snapshot()}
+    return {**manifest, "steps": [*manifest.get("steps", []), record]}

@@ -1,0 +1,107 @@
+"""The edgeslim command line: parse, call, print. Errors become exit codes only here.
+
+Nothing heavy is imported at module load: `edgeslim --help` must not import torch,
+transformers or onnxruntime (tests/test_cli.py checks it).
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from edgeslim import steps
+from edgeslim.errors import EXIT_CODES, EdgeslimError
+from edgeslim.options import Force, Json, Output
+
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    help="Turn a pretrained Transformer into a small, fast, verified ONNX artifact.",
+    epilog="Exit codes: " + "; ".join(f"{k} {v.split(':')[0]}" for k, v in EXIT_CODES.items()),
+)
+_state = {"debug": False}
+
+
+@app.callback()
+def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False) -> None:
+    _state["debug"] = debug
+
+
+def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn EdgeslimError into a one-line message and its exit code (traceback with --debug)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except EdgeslimError as exc:
+            if _state["debug"]:
+                raise
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130) from None
+        except (typer.Exit, typer.Abort):
+            raise
+        except Exception as exc:
+            if _state["debug"]:
+                raise
+            first = (str(exc).splitlines() or [""])[0][:300]
+            typer.echo(f"internal error: {type(exc).__name__}: {first} "
+                       "(rerun with --debug for the traceback and report it)", err=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+for _name, _module in steps.modules().items():
+    app.command(_name, help=_module.command.__doc__)(guarded(_module.command))
+
+
+@app.command()
+@guarded
+def run(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML file (see recipes/).")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Override the recipe's output.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; run nothing.")] = False,
+    force: Force = False,
+) -> None:
+    """Run every step of a recipe, reusing steps whose config and input are unchanged."""
+    from edgeslim import pipeline
+    from edgeslim.recipe import load
+
+    pipeline.run_recipe(load(recipe), output, force, dry_run)
+
+
+@app.command()
+@guarded
+def doctor(json_out: Json = False) -> None:
+    """Versions, CPU flags, execution providers and known-bad combinations."""
+    import json
+
+    from edgeslim import doctor as doc
+    from edgeslim import ui
+
+    result = doc.report()
+    if json_out:
+        print(json.dumps(result, indent=2))
+        return
+    ui.summary("versions", result["versions"])
+    cpu = result["cpu"]
+    ui.summary("cpu", {"model": cpu["model"], "cores": cpu["cores"], "flags": " ".join(cpu["flags"])})
+    ui.summary("execution providers", {"available": ", ".join(result["execution_providers"]) or "none"})
+    ui.summary("warnings", {str(i + 1): w for i, w in enumerate(result["warnings"])} or {"none": ""})
+
+
+def main() -> None:
+    """Console entry point."""
+    app(prog_name="edgeslim")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""What is inside an ONNX artifact: size, parameters, dtypes, ops, quantization, fusion."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from edgeslim import artifacts
+from edgeslim.errors import InputError, MissingDependency
+
+# Fused kinds onnxruntime's transformer optimizer produces, and the ops that count as each.
+FUSED_OPS: dict[str, tuple[str, ...]] = {
+    "attention": ("Attention", "MultiHeadAttention", "PackedAttention", "QAttention"),
+    "skip_layer_norm": ("SkipLayerNormalization", "SkipSimplifiedLayerNormalization"),
+    "embed_layer_norm": ("EmbedLayerNormalization",),
+    "gelu": ("BiasGelu", "FastGelu", "Gelu", "BiasFastGelu", "QuickGelu"),
+}
+QUANT_OPS = (
+    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearMatMul",
+    "MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QGemm", "QAttention",
+    "MatMulNBits", "GatherBlockQuantized", "QLinearAdd", "QLinearMul",
+)
+# onnx.TensorProto data type -> bytes per element (UINT4/INT4 pack two per byte)
+_ITEMSIZE = {1: 4.0, 2: 1.0, 3: 1.0, 4: 2.0, 5: 2.0, 6: 4.0, 7: 8.0, 9: 1.0, 10: 2.0, 11: 8.0,
+             12: 4.0, 13: 8.0, 16: 2.0, 21: 0.5, 22: 0.5}
+
+
+def load_graph(path: Path) -> Any:
+    """onnx.ModelProto without external data; InputError for a missing or corrupt file."""
+    try:
+        import onnx
+    except ImportError:
+        raise MissingDependency("onnx is not installed: pip install 'edgeslim[runtime]'") from None
+    if not path.exists():
+        raise InputError(f"{path} does not exist: give an artifact directory or a .onnx file")
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf DecodeError and friends
+        raise InputError(f"{path} is not a valid ONNX file ({type(exc).__name__}): re-export it") from None
+
+
+def fusion_report(ops: Counter[str], config: dict[str, Any]) -> dict[str, Any]:
+    """Per fused kind: expected count (from the number of layers) versus found."""
+    layers = int(config.get("num_hidden_layers") or config.get("n_layers") or 0)
+    act = str(config.get("hidden_act") or config.get("activation") or "")
+    expected = {"attention": layers, "skip_layer_norm": 2 * layers, "embed_layer_norm": 1,
+                "gelu": layers if "gelu" in act else 0}
+    kinds = {}
+    for kind, names in FUSED_OPS.items():
+        found = sum(ops[n] for n in names)
+        want = expected[kind]
+        status = "n/a" if want == 0 else "full" if found >= want else "partial" if found else "none"
+        kinds[kind] = {"expected": want, "found": found, "status": status}
+    # Layers are "left unfused" when attention or a residual LayerNorm is not fused.
+    full = all(kinds[k]["status"] in ("full", "n/a") for k in ("attention", "skip_layer_norm"))
+    return {"kinds": kinds, "full": full}
+
+
+def _shape(value: Any) -> list[int | str]:
+    dims = value.type.tensor_type.shape.dim
+    return [d.dim_param or d.dim_value for d in dims]
+
+
+def inspect(target: Path) -> dict[str, Any]:
+    """Everything `edgeslim inspect` reports, for an artifact directory or a .onnx file."""
+    directory = target if target.is_dir() else target.parent
+    model_path = target / artifacts.MODEL if target.is_dir() else target
+    manifest = artifacts.read_manifest(directory) if target.is_dir() else None
+    graph = load_graph(model_path)
+    ops = Counter(n.op_type for n in graph.graph.node)
+    params, by_dtype = 0, Counter[str]()
+    import onnx
+
+    for init in graph.graph.initializer:
+        count = 1
+        for d in init.dims:
+            count *= d
+        params += count
+        name = onnx.TensorProto.DataType.Name(init.data_type)
+        by_dtype[name] += int(count * _ITEMSIZE.get(init.data_type, 4.0))
+    opsets = {o.domain or "ai.onnx": o.version for o in graph.opset_import}
+    files = [model_path, *[p for p in directory.glob(f"{model_path.name}*") if p != model_path]]
+    result: dict[str, Any] = {
+        "path": str(model_path),
+        "size_bytes": sum(p.stat().st_size for p in files if p.is_file()),
+        "external_data": len(files) > 1,
+        "parameters": params,
+        "initializer_bytes": dict(by_dtype.most_common()),
+        "opset": opsets,
+        "producer": f"{graph.producer_name} {graph.producer_version}".strip(),
+        "inputs": [{"name": i.name, "shape": _shape(i),
+                    "dtype": onnx.TensorProto.DataType.Name(i.type.tensor_type.elem_type)}
+                   for i in graph.graph.input],
+        "outputs": [{"name": o.name, "shape": _shape(o),
+                     "dtype": onnx.TensorProto.DataType.Name(o.type.tensor_type.elem_type)}
+                    for o in graph.graph.output],
+        "nodes": sum(ops.values()),
+        "ops": dict(ops.most_common()),
+        "quantized_ops": {k: ops[k] for k in QUANT_OPS if ops[k]},
+    }
+    config_path = directory / "config.json"
+    if config_path.exists():
+        result["fusion"] = fusion_report(ops, json.loads(config_path.read_text()))
+    if manifest is not None:
+        result["manifest"] = summarize_manifest(manifest)
+    return result
+
+
+def summarize_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's headline: task, source, and per step its type and key figures."""
+    steps = []
+    for step in manifest.get("steps", []):
+        entry = {"type": step.get("type")}
+        if "parity" in step:
+            entry["parity_max_abs_diff"] = step["parity"].get("max_abs_diff")
+        if "fusion" in step:
+            entry["fusion_full"] = step["fusion"].get("full")
+        steps.append(entry)
+    return {"task": manifest.get("task"), "model_type": manifest.get("model_type"),
+            "source": manifest.get("source"), "steps": steps, "metrics": manifest.get("metrics")}

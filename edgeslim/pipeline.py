@@ -1,0 +1,103 @@
+"""Run one step (CLI) or a recipe (cached steps, reused when config and input are unchanged)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from edgeslim import artifacts, models, steps, ui
+from edgeslim.errors import OutputError
+from edgeslim.recipe import Recipe
+
+CACHE_DIR = ".edgeslim-cache"
+
+
+def run_single(src: str | Path, cfg: steps.StepConfig, out: Path, force: bool) -> dict[str, Any]:
+    """Run one step from `src` into `out` (written atomically) and print its summary."""
+    module = steps.modules()[cfg.type]  # type: ignore[attr-defined]
+    if not cfg.takes_model:
+        artifacts.read_manifest(Path(src))  # fail early on a non-artifact
+    start = time.perf_counter()
+    with artifacts.staging(out, force) as tmp:
+        result: dict[str, Any] = module.run(src, cfg, tmp)
+    result["wall_s"] = round(time.perf_counter() - start, 2)
+    ui.summary(f"{cfg.type}: wrote {out}", result)  # type: ignore[attr-defined]
+    return result
+
+
+def _key(*parts: Any) -> str:
+    from edgeslim import __version__
+
+    text = json.dumps([__version__, *parts], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def plan(recipe: Recipe, cache: Path) -> list[dict[str, Any]]:
+    """Each step's cache key and directory, keyed on its config and its input's key."""
+    path = models.resolve(recipe.model)
+    models.read_config(path)  # unsupported architectures fail before any work
+    weights = models.weight_files(path, allow_pickle=True)
+    previous = artifacts.sha256_files([*weights, path / "config.json"])
+    rows = []
+    for index, step in enumerate(recipe.steps):
+        previous = _key(step.type, step.model_dump(mode="json"), previous)  # type: ignore[attr-defined]
+        directory = cache / f"{index + 1:02d}-{step.type}-{previous}"  # type: ignore[attr-defined]
+        rows.append({"step": step, "key": previous, "dir": directory,
+                     "cached": (directory / artifacts.MANIFEST).exists()})
+    return rows
+
+
+def _owned_by(out: Path, recipe: Recipe) -> bool:
+    """True when `out` is an earlier output of this same recipe (safe to replace)."""
+    try:
+        manifest = artifacts.read_manifest(out)
+    except Exception:
+        return False
+    return bool(manifest.get("recipe", {}).get("name") == recipe.name)
+
+
+def run_recipe(recipe: Recipe, output: Path | None, force: bool, dry_run: bool) -> dict[str, Any]:
+    """Execute (or, with dry_run, print) the recipe; returns the run record."""
+    out = output or recipe.output
+    cache = out.parent / CACHE_DIR
+    rows = plan(recipe, cache)
+    if dry_run:
+        ui.summary(f"plan for {recipe.name} -> {out}", {
+            f"{i + 1}. {r['step'].type}": ("cached" if r["cached"] else "to run")
+            + f" {r['step'].model_dump(exclude_defaults=True) or ''} [{r['key']}]"
+            for i, r in enumerate(rows)})
+        return {"plan": [{"type": r["step"].type, "key": r["key"], "cached": r["cached"]} for r in rows]}
+    if out.exists() and not force and not _owned_by(out, recipe):
+        raise OutputError(f"{out} exists and was not made by recipe '{recipe.name}': "
+                          "choose another output or pass --force")
+    start, record, src = time.perf_counter(), [], Path()
+    source: str | Path = recipe.model
+    for index, row in enumerate(rows):
+        step, began = row["step"], time.perf_counter()
+        label = f"[{index + 1}/{len(rows)}] {step.type}"
+        if row["cached"]:
+            ui.note(f"{label}: reused (cached in {row['dir']})")
+            summary: dict[str, Any] = {"reused": True}
+        else:
+            ui.note(f"{label}: running")
+            with artifacts.staging(row["dir"], force=True) as tmp:
+                summary = steps.modules()[step.type].run(source, step, tmp)
+        record.append({"type": step.type, "key": row["key"], "reused": row["cached"],
+                       "wall_s": round(time.perf_counter() - began, 2), **summary})
+        source = src = row["dir"]
+    with artifacts.staging(out, force=True) as tmp:
+        artifacts.copy_companions(src, tmp, skip_model=False)
+        manifest = artifacts.read_manifest(src)
+        manifest["recipe"] = {"name": recipe.name, "model": recipe.model, "steps": record,
+                              "wall_s": round(time.perf_counter() - start, 2)}
+        artifacts.write_json(tmp / artifacts.MANIFEST, manifest)
+    result = {"output": str(out), "wall_s": round(time.perf_counter() - start, 2),
+              "reused": sum(r["reused"] for r in record), "steps": len(record)}
+    if (out / "inspect.md").exists():
+        result["inspect_report"] = str(out / "inspect.md")
+    ui.summary(f"recipe {recipe.name}: wrote {out}", result)
+    return result
+

@@ -1,0 +1,97 @@
+"""Recipes: YAML -> validated pydantic models; unknown keys rejected with "did you mean"."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator
+
+from edgeslim import steps
+from edgeslim.steps import StepConfig
+from edgeslim.errors import InputError
+
+C = TypeVar("C", bound=BaseModel)
+
+
+class Recipe(BaseModel):
+    """A named chain of steps applied to one model, ending in one artifact directory."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field(description="Recipe name, recorded in the artifact.")
+    description: str = Field("", description="What the recipe is for.")
+    model: str = Field(description="Packaged model name (minilm) or a local HF directory.")
+    output: Path = Field(description="Final artifact directory (relative to the working dir).")
+    steps: list[SerializeAsAny[StepConfig]] = Field(min_length=1)
+
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _typed_steps(cls, value: Any) -> Any:
+        """Turn each `{type: ..., ...}` mapping into that step's Config."""
+        if not isinstance(value, list):
+            return value
+        registry = steps.modules()
+        typed = []
+        for index, item in enumerate(value):
+            if not isinstance(item, dict) or "type" not in item:
+                raise ValueError(f"step {index + 1} needs a 'type' ({', '.join(registry)})")
+            kind = item["type"]
+            if kind not in registry:
+                raise ValueError(f"step {index + 1}: unknown step type '{kind}'"
+                                 f"{_suggest(str(kind), list(registry))}; known: {', '.join(registry)}")
+            typed.append(make_config(registry[kind].Config, where=f"step {index + 1} ({kind})",
+                                     **{k: v for k, v in item.items() if k != "type"}))
+        first, rest = typed[0] if typed else None, typed[1:]
+        if first is not None and not first.takes_model:
+            raise ValueError(f"the first step must take the model (e.g. export), not '{first.type}'")
+        for item in rest:
+            if item.takes_model:
+                raise ValueError(f"step '{item.type}' takes a model, so it must come first")
+        return typed
+
+
+def _suggest(key: str, known: list[str]) -> str:
+    match = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def explain(exc: ValidationError, cls: type[BaseModel], where: str = "") -> str:
+    """One line per problem, unknown keys with a suggestion from the model's fields."""
+    fields = list(cls.model_fields)
+    problems = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            key = str(err["loc"][-1])
+            problems.append(f"unknown key '{key}'{_suggest(key, fields)}; known: {', '.join(fields)}")
+        elif err["type"] == "value_error":
+            problems.append(str(err["msg"]).removeprefix("Value error, "))
+        else:
+            problems.append(f"{loc}: {err['msg']}" if loc else str(err["msg"]))
+    prefix = f"{where}: " if where else ""
+    return prefix + "; ".join(problems)
+
+
+def make_config(cls: type[C], where: str = "", **values: Any) -> C:
+    """Validate `values` into `cls`, raising InputError with an actionable message."""
+    values = {k: v for k, v in values.items() if v is not None}
+    try:
+        return cls.model_validate(values)
+    except ValidationError as exc:
+        raise InputError(explain(exc, cls, where)) from None
+
+
+def load(path: Path) -> Recipe:
+    """Read and validate a recipe file."""
+    import yaml
+
+    if not path.is_file():
+        raise InputError(f"recipe {path} not found: give a YAML file such as recipes/minilm-export.yaml")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise InputError(f"recipe {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"recipe {path} must be a mapping with name, model, output and steps")
+    return make_config(Recipe, where=f"recipe {path}", **data)

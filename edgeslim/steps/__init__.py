@@ -1,0 +1,40 @@
+"""Step registry. A step is one module here with:
+
+    Config      a frozen pydantic model whose `type` field is the step's name
+    run(src, config, out) -> dict
+                writes the step's artifact into the (staging) directory `out` and returns
+                a summary for the terminal; `src` is the previous artifact directory, or the
+                model name/path for steps whose Config has `takes_model = True`
+    command     the typer command function for the CLI
+
+Adding a step = one new file plus one line in STEP_MODULES. Modules import torch,
+transformers and onnxruntime only inside functions, so loading the registry stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from functools import cache
+from types import ModuleType
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+STEP_MODULES: tuple[str, ...] = (
+    "export",
+    "optimize",
+    "inspect",
+)
+
+
+class StepConfig(BaseModel):
+    """Base of every step config: frozen, unknown keys rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    takes_model: ClassVar[bool] = False  # True: the step's input is a model, not an artifact
+
+
+@cache
+def modules() -> dict[str, ModuleType]:
+    """Step name -> module, in registry order."""
+    return {name: importlib.import_module(f"edgeslim.steps.{name}") for name in STEP_MODULES}

@@ -1,0 +1,103 @@
+"""optimize: onnxruntime's transformer fusions, a fusion coverage report, parity re-checked."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+from pydantic import Field
+
+from edgeslim import artifacts, models
+from edgeslim.errors import InputError, ValidationFailed
+from edgeslim.options import ArtifactArg, Force, Output
+from edgeslim.steps import StepConfig
+
+
+class Config(StepConfig):
+    """Fusion settings; num_heads and hidden_size always come from the model's config."""
+
+    type: Literal["optimize"] = "optimize"
+    opt_level: int = Field(
+        0, ge=0, le=2,
+        description="onnxruntime graph optimizations on top of fusion (0 keeps the graph portable).",
+    )
+    require_full_fusion: bool = Field(False, description="Fail when any layer is left unfused.")
+    atol: float = Field(1e-4, gt=0, description="Parity: absolute tolerance.")
+    rtol: float = Field(1e-3, ge=0, description="Parity: relative tolerance.")
+
+
+def shape_facts(config: dict[str, Any]) -> tuple[int, int]:
+    """(num_heads, hidden_size) from a HF config; a wrong value silently skips fusion."""
+    heads = config.get("num_attention_heads") or config.get("n_heads")
+    hidden = config.get("hidden_size") or config.get("dim")
+    if not heads or not hidden:
+        raise InputError("config.json lacks num_attention_heads/hidden_size: re-export the model")
+    return int(heads), int(hidden)
+
+
+def run(src: Path, cfg: Config, out: Path) -> dict[str, Any]:
+    """Fuse the graph of artifact `src` into `out`, check parity and fusion coverage."""
+    from collections import Counter
+
+    from onnxruntime.transformers.fusion_options import FusionOptions
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    from edgeslim import inspection, parity
+
+    manifest = artifacts.read_manifest(src)
+    config = json.loads((src / "config.json").read_text())
+    arch = models.arch_of(config)
+    heads, hidden = shape_facts(config)
+    start = time.perf_counter()
+    logging.getLogger("onnxruntime").setLevel(logging.ERROR)  # the fuser logs every miss
+    fused = optimize_model(
+        str(src / artifacts.MODEL), model_type=arch.ort_model_type, num_heads=heads,
+        hidden_size=hidden, opt_level=cfg.opt_level, use_gpu=False,
+        optimization_options=FusionOptions(arch.ort_model_type),
+    )
+    external = len(artifacts.model_files(src)) > 1
+    fused.save_model_to_file(str(out / artifacts.MODEL), use_external_data_format=external)
+    duration = time.perf_counter() - start
+    report = inspection.fusion_report(Counter(n.op_type for n in fused.model.graph.node), config)
+    if not arch.fuses_attention:
+        report["note"] = (f"{config['model_type']}: onnxruntime has no fused attention for this "
+                          "architecture, so attention stays unfused")
+    artifacts.copy_companions(src, out)
+    check = parity.check_artifact(out / artifacts.MODEL, out / artifacts.REFERENCE, cfg.atol, cfg.rtol)
+    if cfg.require_full_fusion and not report["full"]:
+        missing = [f"{k} {v['found']}/{v['expected']}" for k, v in report["kinds"].items()
+                   if v["status"] in ("partial", "none")]
+        raise ValidationFailed(
+            f"fusion incomplete ({', '.join(missing)})"
+            + (f": {report['note']}" if "note" in report else "")
+            + "; drop --require-full-fusion to accept a partly fused graph"
+        )
+    step = {"type": "optimize", "config": cfg.model_dump(), "fusion": report, "parity": check,
+            "duration_s": round(duration, 3)}
+    artifacts.write_json(out / artifacts.MANIFEST, artifacts.append_step(manifest, step))
+    coverage = {k: f"{v['found']}/{v['expected']}" for k, v in report["kinds"].items()
+                if v["status"] != "n/a"}
+    return {"fusion": coverage, "parity_max_abs_diff": check["max_abs_diff"],
+            "size_mb": round(artifacts.artifact_size(out) / 1e6, 2)}
+
+
+def command(
+    artifact: ArtifactArg,
+    output: Output,
+    require_full_fusion: Annotated[
+        bool, typer.Option(help="Fail when any layer is left unfused.")] = False,
+    opt_level: Annotated[int, typer.Option(help="Extra onnxruntime graph optimizations (0-2).")] = 0,
+    atol: Annotated[float, typer.Option(help="Parity absolute tolerance.")] = 1e-4,
+    force: Force = False,
+) -> None:
+    """Fuse attention, LayerNorm and GELU with onnxruntime; report coverage; re-check parity."""
+    from edgeslim.pipeline import run_single
+    from edgeslim.recipe import make_config
+
+    cfg = make_config(Config, require_full_fusion=require_full_fusion, opt_level=opt_level,
+                      atol=atol)
+    run_single(artifact, cfg, output, force)

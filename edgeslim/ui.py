@@ -1,0 +1,28 @@
+"""Terminal output: results to stdout, progress and notes to stderr."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.markdown import Markdown
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def note(message: str) -> None:
+    """A progress or status line on stderr."""
+    err.print(message)
+
+
+def markdown(text: str) -> None:
+    """Render Markdown on stdout."""
+    out.print(Markdown(text))
+
+
+def summary(title: str, values: dict[str, Any]) -> None:
+    """`title` then one `key: value` line per entry, on stdout."""
+    out.print(f"[bold]{title}[/bold]")
+    for key, value in values.items():
+        out.print(f"  {key}: {value}")
