@@ -109,7 +109,7 @@ def check_output(out: Path, force: bool) -> None:
     probe = parent
     while not probe.exists():
         probe = probe.parent
-    if not os.access(probe, os.W_OK):
+    if not probe.is_dir() or not os.access(probe, os.W_OK):
         raise OutputError(f"cannot write to {parent}: choose an output path in a writable directory")
 
 

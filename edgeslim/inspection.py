@@ -58,6 +58,19 @@ def fusion_report(ops: Counter[str], config: dict[str, Any]) -> dict[str, Any]:
     return {"kinds": kinds, "full": full}
 
 
+def _weights(graph: Any) -> list[Any]:
+    """Initializers plus weight-like Constant nodes (the TorchScript exporter folds some
+    biases into Constant nodes); shape and index constants (integers, scalars) are skipped."""
+    tensors = list(graph.graph.initializer)
+    for node in graph.graph.node:
+        if node.op_type != "Constant":
+            continue
+        for attr in node.attribute:
+            if attr.name == "value" and attr.t.data_type in (1, 10, 16) and len(attr.t.dims) >= 1:
+                tensors.append(attr.t)
+    return tensors
+
+
 def _shape(value: Any) -> list[int | str]:
     dims = value.type.tensor_type.shape.dim
     return [d.dim_param or d.dim_value for d in dims]
@@ -73,13 +86,13 @@ def inspect(target: Path) -> dict[str, Any]:
     params, by_dtype = 0, Counter[str]()
     import onnx
 
-    for init in graph.graph.initializer:
+    for tensor in _weights(graph):
         count = 1
-        for d in init.dims:
+        for d in tensor.dims:
             count *= d
         params += count
-        name = onnx.TensorProto.DataType.Name(init.data_type)
-        by_dtype[name] += int(count * _ITEMSIZE.get(init.data_type, 4.0))
+        name = onnx.TensorProto.DataType.Name(tensor.data_type)
+        by_dtype[name] += int(count * _ITEMSIZE.get(tensor.data_type, 4.0))
     opsets = {o.domain or "ai.onnx": o.version for o in graph.opset_import}
     files = [model_path, *[p for p in directory.glob(f"{model_path.name}*") if p != model_path]]
     result: dict[str, Any] = {

@@ -199,11 +199,11 @@ def load(path: Path, task: str, allow_pickle: bool = False) -> torch.nn.Module:
 
 def save_tokenizer(path: Path, dst: Path) -> list[str]:
     """Copy the tokenizer files (and sentence-transformers pooling config) into `dst`."""
-    from edgeslim.artifacts import link_or_copy
+    import shutil
 
     copied = []
     for name in TOKENIZER_FILES:
-        if (path / name).exists():
-            link_or_copy(path / name, dst / name)
+        if (path / name).exists():  # copied, never linked: the source is the user's (or pip's)
+            shutil.copy2(path / name, dst / name)
             copied.append(name)
     return copied

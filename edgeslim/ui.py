@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.markdown import Markdown
 
 out = Console(highlight=False)
@@ -13,7 +14,7 @@ err = Console(stderr=True, highlight=False)
 
 def note(message: str) -> None:
     """A progress or status line on stderr."""
-    err.print(message)
+    err.print(escape(message))
 
 
 def markdown(text: str) -> None:
@@ -23,6 +24,6 @@ def markdown(text: str) -> None:
 
 def summary(title: str, values: dict[str, Any]) -> None:
     """`title` then one `key: value` line per entry, on stdout."""
-    out.print(f"[bold]{title}[/bold]")
+    out.print(f"[bold]{escape(title)}[/bold]")
     for key, value in values.items():
-        out.print(f"  {key}: {value}")
+        out.print(f"  {escape(str(key))}: {escape(str(value))}")

@@ -80,12 +80,16 @@ def _export(wrapper: Any, inputs: list[str], outputs: list[str], cfg: Config, pa
     axes.update({name: {0: "batch", 1: "sequence"} for name in outputs})
     if "sentence_embedding" in outputs:
         axes["sentence_embedding"] = {0: "batch"}
+    shapes: dict[str, Any] = {"dynamic_axes": axes}
+    if cfg.exporter == "dynamo":  # it cannot map dynamic_axes for a *args forward
+        dim = torch.export.Dim.DYNAMIC
+        shapes = {"dynamic_shapes": (tuple({0: dim, 1: dim} for _ in inputs),)}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             wrapper, sample, str(path), input_names=inputs, output_names=outputs,
-            dynamic_axes=axes, opset_version=cfg.opset, do_constant_folding=True,
-            dynamo=cfg.exporter == "dynamo",
+            opset_version=cfg.opset, do_constant_folding=True,
+            dynamo=cfg.exporter == "dynamo", **shapes,
         )
 
 

@@ -49,6 +49,7 @@ def run(src: Path, cfg: Config, out: Path) -> dict[str, Any]:
     from edgeslim import inspection, parity
 
     manifest = artifacts.read_manifest(src)
+    inspection.load_graph(src / artifacts.MODEL)  # a corrupt file fails here, as bad input
     config = json.loads((src / "config.json").read_text())
     arch = models.arch_of(config)
     heads, hidden = shape_facts(config)

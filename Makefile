@@ -1,0 +1,35 @@
+# Two commands for a fresh machine: `make demo` and `make test`. Both create .venv if missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.edgeslim-installed
+# torch first (CPU wheel), or pip resolves a multi-GB CUDA build for transformers' sake.
+TORCH ?= torch==2.13.0
+
+.PHONY: install demo test lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(BIN)/python pyproject.toml constraints.txt
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[full,minilm,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/edgeslim doctor
+	$(BIN)/edgeslim run recipes/minilm-export.yaml
+	@echo "artifact: out/minilm-export   inspect report: out/minilm-export/inspect.md"
+
+lint: $(STAMP)
+	$(BIN)/ruff check edgeslim tests tools
+	$(BIN)/mypy edgeslim
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf out .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,103 @@
+"""Tiny seeded random models (hidden 32, 2 layers) for every supported architecture."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+WORDS = [f"w{i}" for i in range(90)]
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]  # 95 tokens
+
+
+def _config(arch: str, **extra: object) -> object:
+    import transformers as tf
+
+    common = dict(vocab_size=len(VOCAB), num_hidden_layers=2, num_attention_heads=4,
+                  hidden_size=32, intermediate_size=37, max_position_embeddings=64, **extra)
+    if arch == "bert":
+        return tf.BertConfig(type_vocab_size=2, **common)
+    if arch == "electra":
+        return tf.ElectraConfig(embedding_size=16, type_vocab_size=2, **common)
+    if arch == "roberta":
+        return tf.RobertaConfig(**{**common, "max_position_embeddings": 66}, pad_token_id=0, type_vocab_size=1)
+    if arch == "xlm-roberta":
+        return tf.XLMRobertaConfig(**{**common, "max_position_embeddings": 66}, pad_token_id=0, type_vocab_size=1)
+    if arch == "deberta-v2":
+        return tf.DebertaV2Config(relative_attention=True, pos_att_type=["p2c", "c2p"],
+                                  type_vocab_size=0, **common)
+    if arch == "distilbert":
+        return tf.DistilBertConfig(vocab_size=len(VOCAB), n_layers=2, n_heads=4, dim=32,
+                                   hidden_dim=37, max_position_embeddings=64, **extra)
+    raise ValueError(arch)
+
+
+def make_tiny(directory: Path, arch: str = "bert", head: str = "base", num_labels: int = 2) -> Path:
+    """Save a seeded random `arch` model with a WordPiece tokenizer into `directory`."""
+    import torch
+    import transformers as tf
+
+    torch.manual_seed(0)
+    extra = {} if head == "base" else {"num_labels": num_labels}
+    config = _config(arch, **extra)
+    auto = {"base": tf.AutoModel, "seq": tf.AutoModelForSequenceClassification,
+            "tok": tf.AutoModelForTokenClassification}[head]
+    model = auto.from_config(config)
+    with torch.no_grad():  # fresh inits repeat values (zero biases, unit LayerNorm weights)
+        for param in model.parameters():
+            param.add_(0.02 * torch.randn_like(param))
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory, safe_serialization=True)
+    (directory / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
+    tf.BertTokenizerFast(vocab_file=str(directory / "vocab.txt")).save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """Build (once per session) and return a tiny model directory."""
+    made: dict[tuple[str, str, int], Path] = {}
+
+    def factory(arch: str = "bert", head: str = "base", num_labels: int = 2) -> Path:
+        key = (arch, head, num_labels)
+        if key not in made:
+            made[key] = make_tiny(tmp_path_factory.mktemp(f"{arch}-{head}"), arch, head, num_labels)
+        return made[key]
+
+    return factory
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tiny_factory: Callable[..., Path]) -> Path:
+    return tiny_factory("bert")
+
+
+@pytest.fixture(scope="session")
+def bert_fp32(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An exported tiny BERT artifact (feature-extraction)."""
+    out = tmp_path_factory.mktemp("art") / "bert-fp32"
+    result = cli(["export", str(tiny_bert), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture(scope="session")
+def bert_fused(bert_fp32: Path) -> Path:
+    out = bert_fp32.parent / "bert-fused"
+    result = cli(["optimize", str(bert_fp32), "-o", str(out), "--require-full-fusion"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def cli(args: list[str]):  # type: ignore[no-untyped-def]
+    """Invoke the edgeslim CLI in-process through typer's runner."""
+    from edgeslim.cli import app
+
+    return CliRunner().invoke(app, args)
+
+
+def leftovers(directory: Path) -> list[str]:
+    """Temporary names a failed write might leave behind."""
+    return [p.name for p in directory.iterdir() if ".tmp" in p.name or ".old" in p.name]

@@ -1,0 +1,55 @@
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import cli
+
+from edgeslim.errors import EXIT_CODES
+
+
+def test_help_imports_nothing_heavy() -> None:
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from edgeslim.cli import app\n"
+        "r = CliRunner().invoke(app, ['--help'])\n"
+        "assert r.exit_code == 0, r.output\n"
+        "r = CliRunner().invoke(app, ['export', '--help'])\n"
+        "assert r.exit_code == 0, r.output\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'onnxruntime', 'onnx', 'optimum')"
+        " if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_doctor_json() -> None:
+    result = cli(["doctor", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert "CPUExecutionProvider" in report["execution_providers"]
+    assert report["versions"]["onnxruntime"]
+    assert isinstance(report["cpu"]["flags"], list)
+    assert isinstance(report["warnings"], list)
+
+
+def test_doctor_warns_on_known_bad_combinations() -> None:
+    from edgeslim.doctor import warnings_for
+
+    found = warnings_for({"onnxruntime": "1.32.0", "onnxruntime-gpu": "1.32.0",
+                          "optimum-onnx": "0.1.0", "transformers": "4.58.1"},
+                         {"machine": "x86_64", "flags": ["avx2"]}, ["CPUExecutionProvider"])
+    text = " ".join(found)
+    assert "onnxruntime-gpu" in text and "transformers" in text and "VNNI" in text and "onnx-ir" in text
+
+
+def test_readme_exit_code_table_matches_code() -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    rows = dict(re.findall(r"^\| (\d) \| (.+?) \|$", readme, flags=re.M))
+    assert {int(k) for k in rows} == set(EXIT_CODES)
+
+
+def test_unknown_command_is_usage_error() -> None:
+    assert cli(["frobnicate"]).exit_code == 2
