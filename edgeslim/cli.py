@@ -7,7 +7,6 @@ transformers or onnxruntime (tests/test_cli.py checks it).
 from __future__ import annotations
 
 import functools
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,7 +15,7 @@ import typer
 
 from edgeslim import steps
 from edgeslim.errors import EXIT_CODES, EdgeslimError
-from edgeslim.options import Force, Json, Output
+from edgeslim.options import Force, Json
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -67,7 +66,9 @@ for _name, _module in steps.modules().items():
 @guarded
 def run(
     recipe: Annotated[Path, typer.Argument(help="Recipe YAML file (see recipes/).")],
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Override the recipe's output.")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Override the recipe's output.")
+    ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; run nothing.")] = False,
     force: Force = False,
 ) -> None:
@@ -104,4 +105,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -25,7 +25,7 @@ def providers() -> list[str]:
 def warnings_for(vers: dict[str, str], cpu: dict[str, Any], eps: list[str]) -> list[str]:
     """Known-bad or slow combinations, each with what to do."""
     found = []
-    flags = set(cpu.get("flags", []))  # type: ignore[arg-type]
+    flags = set(cpu.get("flags", []))
     if "onnxruntime" in vers and "onnxruntime-gpu" in vers:
         found.append("onnxruntime and onnxruntime-gpu are both installed and shadow each other: "
                      "uninstall both, then install one")

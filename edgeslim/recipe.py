@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator
 
 from edgeslim import steps
-from edgeslim.steps import StepConfig
 from edgeslim.errors import InputError
+from edgeslim.steps import StepConfig
 
 C = TypeVar("C", bound=BaseModel)
 

@@ -22,9 +22,11 @@ def _config(arch: str, **extra: object) -> object:
     if arch == "electra":
         return tf.ElectraConfig(embedding_size=16, type_vocab_size=2, **common)
     if arch == "roberta":
-        return tf.RobertaConfig(**{**common, "max_position_embeddings": 66}, pad_token_id=0, type_vocab_size=1)
+        roberta = {**common, "max_position_embeddings": 66, "pad_token_id": 0, "type_vocab_size": 1}
+        return tf.RobertaConfig(**roberta)
     if arch == "xlm-roberta":
-        return tf.XLMRobertaConfig(**{**common, "max_position_embeddings": 66}, pad_token_id=0, type_vocab_size=1)
+        xlmr = {**common, "max_position_embeddings": 66, "pad_token_id": 0, "type_vocab_size": 1}
+        return tf.XLMRobertaConfig(**xlmr)
     if arch == "deberta-v2":
         return tf.DebertaV2Config(relative_attention=True, pos_att_type=["p2c", "c2p"],
                                   type_vocab_size=0, **common)

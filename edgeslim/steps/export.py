@@ -143,7 +143,7 @@ def run(src: str, cfg: Config, out: Path) -> dict[str, Any]:
     parity.save_reference(out / artifacts.REFERENCE, cases, golden)
     report = parity.check_artifact(out / artifacts.MODEL, out / artifacts.REFERENCE, cfg.atol, cfg.rtol)
 
-    model.config.save_pretrained(out)
+    model.config.save_pretrained(out)  # type: ignore[union-attr,operator]
     tokenizer = models.save_tokenizer(path, out)
     source = {"path": str(path), "sha256": artifacts.sha256_files([*weights, path / "config.json"])}
     manifest = artifacts.new_manifest(
@@ -172,7 +172,6 @@ def command(
 ) -> None:
     """Export a model to ONNX and prove parity with PyTorch at unseen shapes."""
     from edgeslim.pipeline import run_single
-
     from edgeslim.recipe import make_config
 
     cfg = make_config(Config, task=task, pooling=pooling, opset=opset, exporter=exporter,
