@@ -41,8 +41,9 @@ def load_graph(path: Path) -> Any:
         raise InputError(f"{path} is not a valid ONNX file ({type(exc).__name__}): re-export it") from None
 
 
-def fusion_report(ops: Counter[str], config: dict[str, Any]) -> dict[str, Any]:
-    """Per fused kind: expected count (from the number of layers) versus found."""
+def fusion_report(ops: Counter[str], config: dict[str, Any], off: set[str] | None = None) -> dict[str, Any]:
+    """Per fused kind: expected count (from the number of layers) versus found; kinds in
+    `off` were switched off on purpose and do not count against full coverage."""
     layers = int(config.get("num_hidden_layers") or config.get("n_layers") or 0)
     act = str(config.get("hidden_act") or config.get("activation") or "")
     expected = {"attention": layers, "skip_layer_norm": 2 * layers, "embed_layer_norm": 1,
@@ -52,9 +53,10 @@ def fusion_report(ops: Counter[str], config: dict[str, Any]) -> dict[str, Any]:
         found = sum(ops[n] for n in names)
         want = expected[kind]
         status = "n/a" if want == 0 else "full" if found >= want else "partial" if found else "none"
+        status = "off" if kind in (off or set()) else status
         kinds[kind] = {"expected": want, "found": found, "status": status}
     # Layers are "left unfused" when attention or a residual LayerNorm is not fused.
-    full = all(kinds[k]["status"] in ("full", "n/a") for k in ("attention", "skip_layer_norm"))
+    full = all(kinds[k]["status"] in ("full", "n/a", "off") for k in ("attention", "skip_layer_norm"))
     return {"kinds": kinds, "full": full}
 
 

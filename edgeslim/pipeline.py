@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeslim import artifacts, models, steps, ui
-from edgeslim.errors import OutputError
+from edgeslim.errors import BudgetNotMet, OutputError
 from edgeslim.recipe import Recipe
 
 CACHE_DIR = ".edgeslim-cache"
@@ -25,6 +25,8 @@ def run_single(src: str | Path, cfg: steps.StepConfig, out: Path, force: bool) -
         result: dict[str, Any] = module.run(src, cfg, tmp)
     result["wall_s"] = round(time.perf_counter() - start, 2)
     ui.summary(f"{cfg.type}: wrote {out}", result)  # type: ignore[attr-defined]
+    if result.get("budget_not_met"):  # the artifact is written; the exit code says it failed
+        raise BudgetNotMet(f"{result['budget_not_met']} ({out})")
     return result
 
 
@@ -85,6 +87,8 @@ def run_recipe(recipe: Recipe, output: Path | None, force: bool, dry_run: bool) 
             ui.note(f"{label}: running")
             with artifacts.staging(row["dir"], force=True) as tmp:
                 summary = steps.modules()[step.type].run(source, step, tmp)
+        if summary.get("budget_not_met"):
+            raise BudgetNotMet(f"step {index + 1} ({step.type}): {summary['budget_not_met']} ({row['dir']})")
         record.append({"type": step.type, "key": row["key"], "reused": row["cached"],
                        "wall_s": round(time.perf_counter() - began, 2), **summary})
         source = src = row["dir"]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import logging
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.markdown import Markdown
@@ -27,3 +30,29 @@ def summary(title: str, values: dict[str, Any]) -> None:
     out.print(f"[bold]{escape(title)}[/bold]")
     for key, value in values.items():
         out.print(f"  {escape(str(key))}: {escape(str(value))}")
+
+
+T = TypeVar("T")
+
+
+def progress(items: Iterable[T], total: int, label: str) -> Iterator[T]:
+    """Iterate with a progress bar on stderr."""
+    from rich.progress import track
+
+    yield from track(items, description=label, total=total, console=err, transient=True)
+
+
+@contextlib.contextmanager
+def quiet_logs() -> Iterator[None]:
+    """Silence library warnings while a block runs.
+
+    onnxruntime's fuser and quantizer log every pattern miss and opset bump, from loggers
+    named after their modules (imported as top-level modules), so the root logger is raised.
+    """
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -11,7 +10,7 @@ from typing import Annotated, Any, Literal
 import typer
 from pydantic import Field
 
-from edgeslim import artifacts, models
+from edgeslim import artifacts, models, ui
 from edgeslim.errors import InputError, ValidationFailed
 from edgeslim.options import ArtifactArg, Force, Output
 from edgeslim.steps import StepConfig
@@ -26,6 +25,10 @@ class Config(StepConfig):
         description="onnxruntime graph optimizations on top of fusion (0 keeps the graph portable).",
     )
     require_full_fusion: bool = Field(False, description="Fail when any layer is left unfused.")
+    fuse_attention: bool = Field(
+        True, description="Fuse attention (off keeps Q/K/V MatMuls, e.g. for weight-only quantization).")
+    fuse_embeddings: bool = Field(
+        True, description="Fuse EmbedLayerNormalization (off keeps the Gather that quantizers handle).")
     atol: float = Field(1e-4, gt=0, description="Parity: absolute tolerance.")
     rtol: float = Field(1e-3, ge=0, description="Parity: relative tolerance.")
 
@@ -52,23 +55,21 @@ def _fuse(src: Path, out: Path, arch: models.Arch, config: dict[str, Any], cfg: 
     heads, hidden = shape_facts(config)
     options = FusionOptions(arch.ort_model_type)
     options.enable_shape_inference = shape_inference
-    # The fuser logs every pattern miss, from loggers named after its modules (they are
-    # imported as top-level modules), so quiet the root logger while it runs.
-    root, level = logging.getLogger(), logging.getLogger().level
-    root.setLevel(logging.ERROR)
-    try:
+    options.enable_attention = cfg.fuse_attention
+    options.enable_embed_layer_norm = cfg.fuse_embeddings
+    with ui.quiet_logs():
         fused = optimize_model(
             str(src / artifacts.MODEL), model_type=arch.ort_model_type, num_heads=heads,
             hidden_size=hidden, opt_level=cfg.opt_level, use_gpu=False,
             optimization_options=options,
         )
-    finally:
-        root.setLevel(level)
     for stale in artifacts.model_files(out):
         stale.unlink()
     external = len(artifacts.model_files(src)) > 1
     fused.save_model_to_file(str(out / artifacts.MODEL), use_external_data_format=external)
-    report = inspection.fusion_report(Counter(n.op_type for n in fused.model.graph.node), config)
+    off = {k for k, on in (("attention", cfg.fuse_attention), ("embed_layer_norm", cfg.fuse_embeddings))
+           if not on}
+    report = inspection.fusion_report(Counter(n.op_type for n in fused.model.graph.node), config, off)
     return {**report, "shape_inference": shape_inference}
 
 
@@ -125,6 +126,8 @@ def command(
     require_full_fusion: Annotated[
         bool, typer.Option(help="Fail when any layer is left unfused.")] = False,
     opt_level: Annotated[int, typer.Option(help="Extra onnxruntime graph optimizations (0-2).")] = 0,
+    fuse_attention: Annotated[bool, typer.Option(help="Fuse attention.")] = True,
+    fuse_embeddings: Annotated[bool, typer.Option(help="Fuse the embedding LayerNorm.")] = True,
     atol: Annotated[float, typer.Option(help="Parity absolute tolerance.")] = 1e-4,
     force: Force = False,
 ) -> None:
@@ -133,5 +136,5 @@ def command(
     from edgeslim.recipe import make_config
 
     cfg = make_config(Config, require_full_fusion=require_full_fusion, opt_level=opt_level,
-                      atol=atol)
+                      fuse_attention=fuse_attention, fuse_embeddings=fuse_embeddings, atol=atol)
     run_single(artifact, cfg, output, force)

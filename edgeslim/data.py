@@ -1,0 +1,159 @@
+"""Datasets: built-in names (sst2:dev, ...) and user TSV/CSV/JSONL files; tokenization and
+padded batches with the artifact's own tokenizer (tokenizers library: no torch needed)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgeslim.errors import InputError, MissingDependency
+
+if TYPE_CHECKING:
+    import numpy as np
+
+
+@dataclass(frozen=True)
+class Builtin:
+    """Where a built-in dataset lives (relative to a data dir) and its columns."""
+
+    file: str
+    text: str
+    pair: str | None = None
+    label: str | None = None
+
+
+BUILTIN: dict[str, Builtin] = {
+    "sst2:train": Builtin("sst2/glue_train.tsv", "sentence", label="label"),
+    "sst2:dev": Builtin("sst2/glue_dev.tsv", "sentence", label="label"),
+    "stsb:train": Builtin("stsb/train.tsv", "sentence1", "sentence2", "score"),
+    "stsb:dev": Builtin("stsb/dev.tsv", "sentence1", "sentence2", "score"),
+    "trec:train": Builtin("trec/train.tsv", "question", label="coarse_label"),
+    "trec:test": Builtin("trec/test.tsv", "question", label="coarse_label"),
+    "conll2003:train": Builtin("conll2003/train.tsv", "tokens", label="ner_tags"),
+    "conll2003:valid": Builtin("conll2003/valid.tsv", "tokens", label="ner_tags"),
+    "conll2003:test": Builtin("conll2003/test.tsv", "tokens", label="ner_tags"),
+    "wikitext2": Builtin("wikitext2/valid.txt", "text"),
+}
+
+
+@dataclass(frozen=True)
+class Examples:
+    """Texts, optional second texts (pairs) and optional labels, aligned by index."""
+
+    name: str
+    texts: list[str]
+    pairs: list[str] | None = None
+    labels: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def head(self, count: int) -> Examples:
+        """The first `count` examples (all when count exceeds the size)."""
+        cut = slice(0, count)
+        return Examples(self.name, self.texts[cut], self.pairs[cut] if self.pairs else None,
+                        self.labels[cut] if self.labels else None)
+
+
+def data_dirs(data_dir: Path | None = None) -> list[Path]:
+    """Where built-in datasets are looked up, in order."""
+    repo = Path(__file__).resolve().parents[1]
+    dirs = [data_dir] if data_dir else []
+    if os.environ.get("EDGESLIM_DATA_DIR"):
+        dirs.append(Path(os.environ["EDGESLIM_DATA_DIR"]))
+    return [*dirs, repo / "data", repo.parent / "shared" / "data", Path.cwd().parent / "shared" / "data"]
+
+
+def load(spec: str, text_column: str | None = None, pair_column: str | None = None,
+         label_column: str | None = None, data_dir: Path | None = None) -> Examples:
+    """A built-in name (`sst2:dev`) or a .tsv/.csv/.jsonl/.txt path -> Examples."""
+    if spec in BUILTIN:
+        entry = BUILTIN[spec]
+        for base in data_dirs(data_dir):
+            if (base / entry.file).exists():
+                return _read(base / entry.file, spec, text_column or entry.text,
+                             pair_column or entry.pair, label_column or entry.label)
+        raise InputError(f"dataset '{spec}' not found in {', '.join(map(str, data_dirs(data_dir)))}: "
+                         "pass --data-dir or set EDGESLIM_DATA_DIR")
+    path = Path(spec)
+    if not path.is_file():
+        raise InputError(f"data '{spec}' not found: give a .tsv/.csv/.jsonl/.txt file "
+                         f"or a built-in name ({', '.join(BUILTIN)})")
+    return _read(path, path.name, text_column or "text", pair_column, label_column)
+
+
+def _rows(path: Path) -> list[dict[str, Any]]:
+    suffix = path.suffix.lower()
+    with path.open(encoding="utf-8", newline="") as handle:
+        if suffix == ".jsonl":
+            try:
+                return [json.loads(line) for line in handle if line.strip()]
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{path}: invalid JSON line ({exc})") from None
+        if suffix in (".tsv", ".csv"):
+            quoting = csv.QUOTE_NONE if suffix == ".tsv" else csv.QUOTE_MINIMAL
+            delimiter = "\t" if suffix == ".tsv" else ","
+            return list(csv.DictReader(handle, delimiter=delimiter, quoting=quoting))
+        if suffix == ".txt":
+            return [{"text": line.strip()} for line in handle if line.strip()]
+    raise InputError(f"{path}: unsupported file type '{suffix}': use .tsv, .csv, .jsonl or .txt")
+
+
+def _read(path: Path, name: str, text: str, pair: str | None, label: str | None) -> Examples:
+    rows = _rows(path)
+    if not rows:
+        raise InputError(f"{path} has no examples")
+    columns = list(rows[0])
+    for role, column in (("text", text), ("pair", pair), ("label", label)):
+        if column is not None and column not in columns:
+            raise InputError(f"{path} has no {role} column '{column}'; columns: {', '.join(columns)} "
+                             f"(choose with --{role}-column)")
+    return Examples(
+        name, [str(r[text]) for r in rows], [str(r[pair]) for r in rows] if pair else None,
+        [str(r[label]) for r in rows] if label else None,
+    )
+
+
+def tokenizer(artifact: Path, max_length: int) -> Any:
+    """The artifact's fast tokenizer (tokenizer.json), truncating to `max_length`."""
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        raise MissingDependency("tokenizers is not installed: pip install 'edgeslim[runtime]'") from None
+    path = artifact / "tokenizer.json"
+    if not path.exists():
+        raise InputError(f"{artifact} has no tokenizer.json: re-export it from a model with a fast tokenizer")
+    tok = Tokenizer.from_file(str(path))
+    tok.enable_truncation(max_length)
+    tok.no_padding()
+    return tok
+
+
+def batches(artifact: Path, examples: Examples, batch_size: int, max_length: int,
+            pad_to: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+    """Padded feeds (to the longest in each batch, or to `pad_to`), in dataset order."""
+    import numpy as np
+
+    tok = tokenizer(artifact, max_length)
+    config = json.loads((artifact / "config.json").read_text())
+    pad_id = int(config.get("pad_token_id") or 0)
+    for start in range(0, len(examples), batch_size):
+        texts = examples.texts[start : start + batch_size]
+        if examples.pairs:
+            encs = tok.encode_batch(list(zip(texts, examples.pairs[start : start + batch_size],
+                                             strict=True)))
+        else:
+            encs = tok.encode_batch(texts)
+        width = pad_to or max(len(e.ids) for e in encs)
+        ids = np.full((len(encs), width), pad_id, dtype=np.int64)  # (B, T)
+        mask = np.zeros_like(ids)
+        types = np.zeros_like(ids)
+        for row, enc in enumerate(encs):
+            n = min(len(enc.ids), width)
+            ids[row, :n], mask[row, :n], types[row, :n] = enc.ids[:n], 1, enc.type_ids[:n]
+        yield {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}

@@ -1,0 +1,236 @@
+"""quantize: dynamic / static int8, weight-only 2/4/8-bit, fp16; fidelity; accuracy budget."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+from pydantic import Field
+
+from edgeslim import artifacts, models, ui
+from edgeslim.errors import InputError
+from edgeslim.options import ArtifactArg, Force, Output
+from edgeslim.steps import StepConfig
+
+Quantizer = Callable[[list[str], Path], None]  # (nodes to keep fp32, output path)
+GELU_OPS = ("BiasGelu", "Gelu", "FastGelu", "BiasFastGelu", "QuickGelu")
+
+
+class Config(StepConfig):
+    """Quantization mode and its settings; None means the hardware-aware default."""
+
+    type: Literal["quantize"] = "quantize"
+    mode: Literal["dynamic", "static", "weight-only", "fp16"] = Field("dynamic", description="Scheme.")
+    per_channel: bool | None = Field(None, description="Per-channel weight scales (default: yes).")
+    reduce_range: bool | None = Field(None, description="7-bit weights (default: x86 without VNNI).")
+    quantize_embeddings: bool = Field(False, description="Also quantize the embedding tables (Gather).")
+    quantize_attention: bool = Field(True, description="dynamic: fused Attention -> QAttention.")
+    exclude_nodes: tuple[str, ...] = Field((), description="Node names kept in fp32.")
+    exclude_op_types: tuple[str, ...] = Field((), description="Op types kept in fp32.")
+    calib: str = Field("sst2:train", description="static: calibration data (built-in name or file).")
+    calib_size: int = Field(256, gt=0, description="static: calibration samples.")
+    calib_batch_size: int = Field(16, gt=0, description="static: samples per calibration batch.")
+    text_column: str | None = Field(None, description="Text column of user data files.")
+    pair_column: str | None = Field(None, description="Second-text column of user data files.")
+    label_column: str | None = Field(None, description="Label column of the --eval file.")
+    data_dir: Path | None = Field(None, description="Where built-in datasets live.")
+    method: Literal["minmax", "entropy", "percentile", "distribution"] = Field(
+        "minmax", description="static: calibration method.")
+    format: Literal["qdq", "qoperator"] = Field("qdq", description="static: graph format.")
+    activation_type: Literal["U8", "S8"] | None = Field(None, description="static: activation type.")
+    symmetric_activations: bool = Field(False, description="static: symmetric activation ranges.")
+    keep_post_gelu_fp32: bool = Field(
+        True, description="static: MatMuls fed by GELU stay fp32 (long-tailed inputs quantize badly).")
+    bits: Literal[2, 4, 8] = Field(4, description="weight-only: bits per weight.")
+    block_size: int = Field(32, ge=16, description="weight-only: weights per scale block.")
+    symmetric: bool = Field(True, description="weight-only: symmetric blocks (no zero point).")
+    algorithm: Literal["rtn", "hqq"] = Field("rtn", description="weight-only: rounding algorithm.")
+    keep_io_types: bool = Field(True, description="fp16: keep fp32 inputs and outputs.")
+    fidelity_data: str = Field("sst2:dev", description="Real inputs for the fidelity report.")
+    fidelity_size: int = Field(200, gt=0, description="Fidelity samples.")
+    max_drop: float | None = Field(None, ge=0, description="Max metric drop; excludes nodes to meet it.")
+    eval: str | None = Field(None, description="Labelled data for --max-drop.")
+    eval_size: int | None = Field(None, gt=0, description="Limit --eval samples.")
+
+
+def _check_input(src: Path, manifest: dict[str, Any], cfg: Config) -> list[str]:
+    """Refuse already-quantized graphs; return notes (e.g. unoptimized input)."""
+    from edgeslim import inspection
+
+    graph = inspection.load_graph(src / artifacts.MODEL)
+    ops = {n.op_type for n in graph.graph.node}
+    if ops & set(inspection.QUANT_OPS) or any(s.get("type") == "quantize" for s in manifest["steps"]):
+        raise InputError(f"{src} is already quantized: quantize the fp32 (optimized) artifact instead")
+    config = json.loads((src / "config.json").read_text())
+    if cfg.quantize_embeddings and "EmbedLayerNormalization" in ops:
+        raise InputError("the embedding tables are fused into EmbedLayerNormalization, which has no "
+                         "quantized form: optimize with --no-fuse-embeddings (recipe: "
+                         "fuse_embeddings: false), then quantize with --embeddings")
+    if cfg.mode == "weight-only" and cfg.algorithm == "hqq" and cfg.quantize_embeddings:
+        raise InputError("onnxruntime's HQQ does not quantize embeddings (Gather): "
+                         "use --algorithm rtn with --embeddings")
+    notes = []
+    if cfg.mode == "weight-only" and "Attention" in ops:
+        notes.append("fused Attention keeps its Q/K/V weights in fp32 (MatMulNBits covers MatMul "
+                     "only): for the smallest file, optimize with --no-fuse-attention first")
+    fused = {"Attention", "SkipLayerNormalization"} & ops
+    if cfg.mode in ("dynamic", "static") and models.arch_of(config).fuses_attention and not fused:
+        notes.append("input is not optimized: run 'edgeslim optimize' first; fused Attention and "
+                     "LayerNorm make int8 faster and quantize more accurately")
+    return notes
+
+
+def _quantizer(src: Path, cfg: Config, work: Path, defaults: dict[str, Any], external: bool) -> Quantizer:
+    """A function (exclude, dst) -> None for cfg.mode, with calibration done once."""
+    from edgeslim import data, quantization
+
+    per_channel = defaults["per_channel"] if cfg.per_channel is None else cfg.per_channel
+    reduce_range = defaults["reduce_range"] if cfg.reduce_range is None else cfg.reduce_range
+    base = list(cfg.exclude_nodes)
+    if cfg.mode == "fp16":
+        return lambda exclude, dst: quantization.fp16(src / artifacts.MODEL, dst, cfg.keep_io_types, external)
+    if cfg.mode == "weight-only":
+        return lambda exclude, dst: quantization.weight_only(
+            src / artifacts.MODEL, dst, cfg.bits, cfg.block_size, cfg.symmetric, cfg.algorithm,
+            cfg.quantize_embeddings, base + exclude, external)
+    pre = work / "preprocessed.onnx"
+    quantization.preprocess(src / artifacts.MODEL, pre, external)
+    op_types = ["MatMul"] + (["Gather"] if cfg.quantize_embeddings else [])
+    if cfg.mode == "dynamic":
+        op_types += ["Attention"] if cfg.quantize_attention else []
+        op_types = [o for o in op_types if o not in cfg.exclude_op_types]
+        return lambda exclude, dst: quantization.dynamic(pre, dst, op_types, per_channel, reduce_range,
+                                                         base + exclude, external)
+    op_types = [o for o in op_types if o not in cfg.exclude_op_types]
+    examples = data.load(cfg.calib, cfg.text_column, cfg.pair_column, None, cfg.data_dir)
+    if len(examples) < cfg.calib_size:
+        ui.note(f"warning: {cfg.calib} has {len(examples)} samples, fewer than --calib-size "
+                f"{cfg.calib_size}; calibrating on all of them")
+    manifest = artifacts.read_manifest(src)
+    batches = data.batches(src, examples.head(cfg.calib_size), cfg.calib_batch_size,
+                           int(manifest.get("max_length", 512)))
+    total = -(-min(len(examples), cfg.calib_size) // cfg.calib_batch_size)
+    ranges = quantization.calibrate(pre, ui.progress(batches, total, f"calibrating ({cfg.method})"),
+                                    cfg.method, op_types, cfg.symmetric_activations, external, work)
+    activation = cfg.activation_type or str(defaults["activation_type"])
+    if cfg.keep_post_gelu_fp32:
+        base += _post_gelu_matmuls(pre)
+    return lambda exclude, dst: quantization.static(
+        pre, dst, ranges, cfg.format, op_types, per_channel, reduce_range, activation,
+        str(defaults["weight_type"]), cfg.symmetric_activations, base + exclude, external, work)
+
+
+def _post_gelu_matmuls(model: Path) -> list[str]:
+    """Names of MatMuls whose input is a GELU output (the FFN output projections)."""
+    from edgeslim import inspection
+
+    graph = inspection.load_graph(model).graph
+    gelu_out = {n.output[0] for n in graph.node if n.op_type in GELU_OPS}
+    return [n.name for n in graph.node if n.op_type == "MatMul" and n.input[0] in gelu_out]
+
+
+def run(src: Path, cfg: Config, out: Path) -> dict[str, Any]:
+    """Quantize artifact `src` into `out`; report fidelity; meet --max-drop when given."""
+    from edgeslim import budget, data, evaluation, hardware, quantization
+
+    manifest = artifacts.read_manifest(src)
+    notes = _check_input(src, manifest, cfg)
+    target = hardware.detect()
+    defaults = hardware.int8_defaults(target)
+    activation = cfg.activation_type or str(defaults["activation_type"])
+    if cfg.mode in ("dynamic", "static"):
+        warning = hardware.int8_speed_warning(target, activation if cfg.mode == "static" else "U8")
+        if warning:
+            notes.append(warning)
+    if cfg.mode == "weight-only":
+        notes.append("weight-only is a size win, not a speed win, on CPU: MatMulNBits was not faster "
+                     "than fp32 at b1 s128 here")
+    if cfg.mode == "fp16" and target.arch in ("x86", "arm"):
+        notes.append("fp16 targets GPU execution providers; on the CPU provider it is usually slower")
+    for note in notes:
+        ui.note(f"note: {note}")
+    if cfg.max_drop is not None and not cfg.eval:
+        raise InputError("--max-drop needs --eval DATA with labels to measure the drop")
+    external = len(artifacts.model_files(src)) > 1
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="edgeslim-quant-") as tmp:
+        work = Path(tmp)
+        with ui.quiet_logs():
+            quantize = _quantizer(src, cfg, work, defaults, external)
+            quantize([], out / artifacts.MODEL)
+            search = budget.meet_drop(src, out, cfg, quantize, work) if cfg.max_drop is not None else None
+    duration = time.perf_counter() - start
+    artifacts.copy_companions(src, out)
+    examples = data.load(cfg.fidelity_data, cfg.text_column, cfg.pair_column, None, cfg.data_dir)
+    feeds = evaluation.feeds_for(src, examples.head(cfg.fidelity_size))
+    fidelity = evaluation.compare(evaluation.outputs(src / artifacts.MODEL, feeds),
+                                  evaluation.outputs(out / artifacts.MODEL, feeds), feeds)
+    layers = quantization.layer_sqnr(src / artifacts.MODEL, out / artifacts.MODEL, feeds[:2],
+                                     10 if cfg.mode == "fp16" else 1)
+    size, size_src = artifacts.artifact_size(out), artifacts.artifact_size(src)
+    step = {"type": "quantize", "config": cfg.model_dump(mode="json"), "hardware": target.name,
+            "defaults": defaults, "notes": notes, "fidelity": fidelity, "layer_sqnr": layers,
+            "fidelity_data": {"name": cfg.fidelity_data, "n": min(len(examples), cfg.fidelity_size)},
+            "size_bytes": size, "size_ratio": round(size / size_src, 4), "search": search,
+            "duration_s": round(duration, 3)}
+    artifacts.write_json(out / artifacts.MANIFEST, artifacts.append_step(manifest, step))
+    summary: dict[str, Any] = {"mode": cfg.mode, "hardware": target.name,
+                               "size_mb": round(size / 1e6, 2), "size_ratio": step["size_ratio"],
+                               **{f"{k}.{m}": v for k, e in fidelity.items() for m, v in e.items()}}
+    worst = min(layers, key=lambda r: r["sqnr_db"], default=None)
+    if worst:
+        summary["worst_layer"] = f"{worst['tensor']} ({worst['sqnr_db']} dB)"
+    if search:
+        summary.update(kept_fp32=len(search["excluded"]), drop=search["drop"])
+        if not search["met"]:
+            summary["budget_not_met"] = (
+                f"accuracy drop {search['drop']:.4f} > --max-drop {cfg.max_drop} even with "
+                f"{len(search['excluded'])} nodes in fp32; wrote the best artifact found")
+    return summary
+
+
+def command(
+    artifact: ArtifactArg,
+    output: Output,
+    mode: Annotated[str, typer.Option(help="dynamic, static, weight-only or fp16.")] = "dynamic",
+    per_channel: Annotated[bool | None, typer.Option("--per-channel/--per-tensor")] = None,
+    reduce_range: Annotated[bool | None, typer.Option("--reduce-range/--full-range")] = None,
+    embeddings: Annotated[bool, typer.Option("--embeddings", help="Quantize embedding tables.")] = False,
+    exclude: Annotated[list[str] | None, typer.Option(help="Node name kept fp32 (repeat).")] = None,
+    exclude_op: Annotated[list[str] | None, typer.Option(help="Op type kept fp32 (repeat).")] = None,
+    calib: Annotated[str, typer.Option(help="Calibration data: built-in name or file.")] = "sst2:train",
+    calib_size: Annotated[int, typer.Option(help="Calibration samples.")] = 256,
+    method: Annotated[str, typer.Option(help="minmax, entropy, percentile, distribution.")] = "minmax",
+    fmt: Annotated[str, typer.Option("--format", help="qdq or qoperator.")] = "qdq",
+    activation_type: Annotated[str | None, typer.Option(help="U8 or S8 activations.")] = None,
+    bits: Annotated[int, typer.Option(help="weight-only bits: 2, 4 or 8.")] = 4,
+    block_size: Annotated[int, typer.Option(help="weight-only block size.")] = 32,
+    algorithm: Annotated[str, typer.Option(help="weight-only: rtn or hqq.")] = "rtn",
+    text_column: Annotated[str | None, typer.Option(help="Text column of data files.")] = None,
+    pair_column: Annotated[str | None, typer.Option(help="Pair column of data files.")] = None,
+    label_column: Annotated[str | None, typer.Option(help="Label column of --eval.")] = None,
+    max_drop: Annotated[float | None, typer.Option(help="Max accuracy drop vs fp32.")] = None,
+    eval_data: Annotated[str | None, typer.Option("--eval", help="Labelled data for --max-drop.")] = None,
+    fidelity_data: Annotated[str, typer.Option(help="Inputs for the fidelity report.")] = "sst2:dev",
+    data_dir: Annotated[Path | None, typer.Option(help="Built-in datasets directory.")] = None,
+    force: Force = False,
+) -> None:
+    """Quantize an artifact (int8 dynamic/static, 2/4/8-bit weight-only, fp16) and report fidelity."""
+    from edgeslim.pipeline import run_single
+    from edgeslim.recipe import make_config
+
+    cfg = make_config(Config, mode=mode, per_channel=per_channel, reduce_range=reduce_range,
+                      quantize_embeddings=embeddings, exclude_nodes=tuple(exclude or ()),
+                      exclude_op_types=tuple(exclude_op or ()), calib=calib, calib_size=calib_size,
+                      method=method, format=fmt, activation_type=activation_type, bits=bits,
+                      block_size=block_size, algorithm=algorithm, text_column=text_column,
+                      pair_column=pair_column, label_column=label_column, max_drop=max_drop,
+                      eval=eval_data, fidelity_data=fidelity_data, data_dir=data_dir)
+    run_single(artifact, cfg, output, force)
+
+
