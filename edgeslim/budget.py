@@ -27,20 +27,30 @@ def _move_model(src_dir: Path, dst_dir: Path) -> None:
         os.replace(part, dst_dir / part.name)
 
 
-def meet_drop(src: Path, out: Path, cfg: Any, quantize: Callable[[list[str], Path], None],
-              work: Path) -> dict[str, Any]:
-    """Search exclusions so that fp32 accuracy minus quantized accuracy <= cfg.max_drop."""
-    from edgeslim import data, evaluation, quantization, ui
+def load_eval(src: Path, cfg: Any) -> tuple[list[Any], Any]:
+    """Validate and tokenize the --eval data: (batches, label ids). Fails before any work."""
+    from edgeslim import data, evaluation
 
+    if not cfg.eval:
+        raise InputError("--max-drop needs --eval DATA with labels to measure the drop")
     if cfg.mode not in SENSITIVE_OPS:
         raise InputError(f"--max-drop applies to {', '.join(SENSITIVE_OPS)} modes, not {cfg.mode}")
     task = artifacts.read_manifest(src).get("task")
     if task != "sequence-classification":
-        raise InputError(f"--max-drop measures accuracy of sequence-classification artifacts; {src} is {task}")
-    examples = data.load(cfg.eval, cfg.text_column, cfg.pair_column, cfg.label_column, cfg.data_dir)
+        raise InputError(
+            f"--max-drop measures accuracy of sequence-classification artifacts; {src} is {task}")
+    examples = data.load(cfg.eval, cfg.text_column, cfg.pair_column,
+                         cfg.label_column or (None if cfg.eval in data.BUILTIN else "label"), cfg.data_dir)
     examples = examples.head(cfg.eval_size) if cfg.eval_size else examples
     labels = evaluation.label_ids(examples, src)
-    batches = evaluation.feeds_for(src, examples)
+    return evaluation.feeds_for(src, examples), labels
+
+
+def meet_drop(src: Path, out: Path, cfg: Any, quantize: Callable[[list[str], Path], None],
+              work: Path, batches: list[Any], labels: Any) -> dict[str, Any]:
+    """Search exclusions so that fp32 accuracy minus quantized accuracy <= cfg.max_drop."""
+    from edgeslim import evaluation, quantization, ui
+
     base = evaluation.accuracy(src / artifacts.MODEL, batches, labels)
     best = evaluation.accuracy(out / artifacts.MODEL, batches, labels)
     rounds: list[dict[str, Any]] = [{"kept_fp32": 0, "accuracy": best}]
@@ -51,6 +61,8 @@ def meet_drop(src: Path, out: Path, cfg: Any, quantize: Callable[[list[str], Pat
         ranking = quantization.node_sensitivity(src / artifacts.MODEL, out / artifacts.MODEL,
                                                 batches[:4], SENSITIVE_OPS[cfg.mode])
         names, count = [r["node"] for r in ranking], 1
+        if cfg.max_fp32_nodes is not None:
+            names = names[: cfg.max_fp32_nodes]
         while base - best > cfg.max_drop and names:
             count = min(count, len(names))
             trial = work / f"round-{count}"

@@ -84,7 +84,7 @@ def load(spec: str, text_column: str | None = None, pair_column: str | None = No
     if not path.is_file():
         raise InputError(f"data '{spec}' not found: give a .tsv/.csv/.jsonl/.txt file "
                          f"or a built-in name ({', '.join(BUILTIN)})")
-    return _read(path, path.name, text_column or "text", pair_column, label_column)
+    return _read(path, path.name, text_column, pair_column, label_column)
 
 
 def _rows(path: Path) -> list[dict[str, Any]]:
@@ -96,19 +96,23 @@ def _rows(path: Path) -> list[dict[str, Any]]:
             except json.JSONDecodeError as exc:
                 raise InputError(f"{path}: invalid JSON line ({exc})") from None
         if suffix in (".tsv", ".csv"):
-            quoting = csv.QUOTE_NONE if suffix == ".tsv" else csv.QUOTE_MINIMAL
-            delimiter = "\t" if suffix == ".tsv" else ","
-            return list(csv.DictReader(handle, delimiter=delimiter, quoting=quoting))
+            if suffix == ".tsv":  # shared/data TSVs are unquoted and sentences contain '"'
+                return list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+            return list(csv.DictReader(handle))
         if suffix == ".txt":
             return [{"text": line.strip()} for line in handle if line.strip()]
     raise InputError(f"{path}: unsupported file type '{suffix}': use .tsv, .csv, .jsonl or .txt")
 
 
-def _read(path: Path, name: str, text: str, pair: str | None, label: str | None) -> Examples:
+TEXT_COLUMNS = ("text", "sentence", "question", "sentence1")
+
+
+def _read(path: Path, name: str, text: str | None, pair: str | None, label: str | None) -> Examples:
     rows = _rows(path)
     if not rows:
         raise InputError(f"{path} has no examples")
     columns = list(rows[0])
+    text = text or next((c for c in TEXT_COLUMNS if c in columns), "text")
     for role, column in (("text", text), ("pair", pair), ("label", label)):
         if column is not None and column not in columns:
             raise InputError(f"{path} has no {role} column '{column}'; columns: {', '.join(columns)} "

@@ -29,7 +29,11 @@ def detect() -> Target:
     info = cpu_info()
     flags = set(info["flags"])  # type: ignore[call-overload]
     machine = str(info["machine"]).lower()
-    arch = "x86" if machine in ("x86_64", "amd64", "i686") else "arm" if machine.startswith(("aarch64", "arm")) else machine
+    arch = machine
+    if machine in ("x86_64", "amd64", "i686"):
+        arch = "x86"
+    elif machine.startswith(("aarch64", "arm")):
+        arch = "arm"
     return Target(arch, "avx2" in flags, bool(flags & {"avx512_vnni", "avx_vnni"}),
                   "amx_int8" in flags, "asimddp" in flags)
 

@@ -55,6 +55,8 @@ class Config(StepConfig):
     fidelity_size: int = Field(200, gt=0, description="Fidelity samples.")
     max_drop: float | None = Field(None, ge=0, description="Max metric drop; excludes nodes to meet it.")
     eval: str | None = Field(None, description="Labelled data for --max-drop.")
+    max_fp32_nodes: int | None = Field(
+        None, ge=0, description="--max-drop: keep at most this many nodes fp32.")
     eval_size: int | None = Field(None, gt=0, description="Limit --eval samples.")
 
 
@@ -152,10 +154,9 @@ def run(src: Path, cfg: Config, out: Path) -> dict[str, Any]:
                      "than fp32 at b1 s128 here")
     if cfg.mode == "fp16" and target.arch in ("x86", "arm"):
         notes.append("fp16 targets GPU execution providers; on the CPU provider it is usually slower")
+    evaluation_set = budget.load_eval(src, cfg) if cfg.max_drop is not None else None
     for note in notes:
         ui.note(f"note: {note}")
-    if cfg.max_drop is not None and not cfg.eval:
-        raise InputError("--max-drop needs --eval DATA with labels to measure the drop")
     external = len(artifacts.model_files(src)) > 1
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edgeslim-quant-") as tmp:
@@ -163,7 +164,9 @@ def run(src: Path, cfg: Config, out: Path) -> dict[str, Any]:
         with ui.quiet_logs():
             quantize = _quantizer(src, cfg, work, defaults, external)
             quantize([], out / artifacts.MODEL)
-            search = budget.meet_drop(src, out, cfg, quantize, work) if cfg.max_drop is not None else None
+            search = None
+            if evaluation_set is not None:
+                search = budget.meet_drop(src, out, cfg, quantize, work, *evaluation_set)
     duration = time.perf_counter() - start
     artifacts.copy_companions(src, out)
     examples = data.load(cfg.fidelity_data, cfg.text_column, cfg.pair_column, None, cfg.data_dir)
@@ -216,6 +219,7 @@ def command(
     label_column: Annotated[str | None, typer.Option(help="Label column of --eval.")] = None,
     max_drop: Annotated[float | None, typer.Option(help="Max accuracy drop vs fp32.")] = None,
     eval_data: Annotated[str | None, typer.Option("--eval", help="Labelled data for --max-drop.")] = None,
+    max_fp32_nodes: Annotated[int | None, typer.Option(help="--max-drop: at most N nodes fp32.")] = None,
     fidelity_data: Annotated[str, typer.Option(help="Inputs for the fidelity report.")] = "sst2:dev",
     data_dir: Annotated[Path | None, typer.Option(help="Built-in datasets directory.")] = None,
     force: Force = False,
@@ -230,7 +234,8 @@ def command(
                       method=method, format=fmt, activation_type=activation_type, bits=bits,
                       block_size=block_size, algorithm=algorithm, text_column=text_column,
                       pair_column=pair_column, label_column=label_column, max_drop=max_drop,
-                      eval=eval_data, fidelity_data=fidelity_data, data_dir=data_dir)
+                      eval=eval_data, max_fp32_nodes=max_fp32_nodes, fidelity_data=fidelity_data,
+                      data_dir=data_dir)
     run_single(artifact, cfg, output, force)
 
 
