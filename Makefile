@@ -21,8 +21,8 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/edgeslim doctor
-	$(BIN)/edgeslim run recipes/minilm-export.yaml
-	@echo "artifact: out/minilm-export   inspect report: out/minilm-export/inspect.md"
+	$(BIN)/edgeslim run recipes/minilm-int8.yaml
+	@echo "artifact: out/minilm-int8   inspect report: out/minilm-int8/inspect.md"
 
 lint: $(STAMP)
 	$(BIN)/ruff check edgeslim tests tools

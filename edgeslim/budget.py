@@ -16,8 +16,8 @@ from typing import Any
 from edgeslim import artifacts
 from edgeslim.errors import InputError
 
-SENSITIVE_OPS = {"dynamic": ("MatMul", "Attention", "Gather"), "static": ("MatMul", "Gather"),
-                 "weight-only": ("MatMul", "Gather")}
+SENSITIVE_OPS = {"dynamic": ("MatMul", "Gemm", "Attention", "Gather"),
+                 "static": ("MatMul", "Gemm", "Gather"), "weight-only": ("MatMul", "Gather")}
 
 
 def _move_model(src_dir: Path, dst_dir: Path) -> None:

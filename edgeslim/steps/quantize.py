@@ -102,7 +102,8 @@ def _quantizer(src: Path, cfg: Config, work: Path, defaults: dict[str, Any], ext
             cfg.quantize_embeddings, base + exclude, external)
     pre = work / "preprocessed.onnx"
     quantization.preprocess(src / artifacts.MODEL, pre, external)
-    op_types = ["MatMul"] + (["Gather"] if cfg.quantize_embeddings else [])
+    # Gemm: the classification heads (2-D inputs) export as Gemm rather than MatMul.
+    op_types = ["MatMul", "Gemm"] + (["Gather"] if cfg.quantize_embeddings else [])
     if cfg.mode == "dynamic":
         op_types += ["Attention"] if cfg.quantize_attention else []
         op_types = [o for o in op_types if o not in cfg.exclude_op_types]
@@ -134,6 +135,16 @@ def _post_gelu_matmuls(model: Path) -> list[str]:
     graph = inspection.load_graph(model).graph
     gelu_out = {n.output[0] for n in graph.node if n.op_type in GELU_OPS}
     return [n.name for n in graph.node if n.op_type == "MatMul" and n.input[0] in gelu_out]
+
+
+def _layer_label(tensor: str) -> str:
+    """'/model/encoder/layer.4/attention/output/LayerNorm/...' -> 'L4.attn' (else the name)."""
+    import re
+
+    match = re.search(r"layer\.(\d+)/(attention|output)", tensor)
+    if match:
+        return f"L{match.group(1)}.{'attn' if match.group(2) == 'attention' else 'ffn'}"
+    return "embeddings" if "embeddings" in tensor else tensor
 
 
 def run(src: Path, cfg: Config, out: Path) -> dict[str, Any]:
@@ -185,6 +196,9 @@ def run(src: Path, cfg: Config, out: Path) -> dict[str, Any]:
     summary: dict[str, Any] = {"mode": cfg.mode, "hardware": target.name,
                                "size_mb": round(size / 1e6, 2), "size_ratio": step["size_ratio"],
                                **{f"{k}.{m}": v for k, e in fidelity.items() for m, v in e.items()}}
+    if layers:
+        ui.note("per-layer SQNR vs fp32 (dB): "
+                + ", ".join(f"{_layer_label(r['tensor'])} {r['sqnr_db']}" for r in layers))
     worst = min(layers, key=lambda r: r["sqnr_db"], default=None)
     if worst:
         summary["worst_layer"] = f"{worst['tensor']} ({worst['sqnr_db']} dB)"
@@ -214,6 +228,10 @@ def command(
     bits: Annotated[int, typer.Option(help="weight-only bits: 2, 4 or 8.")] = 4,
     block_size: Annotated[int, typer.Option(help="weight-only block size.")] = 32,
     algorithm: Annotated[str, typer.Option(help="weight-only: rtn or hqq.")] = "rtn",
+    symmetric: Annotated[bool, typer.Option("--symmetric/--asymmetric",
+                                            help="weight-only: blocks without/with zero point.")] = True,
+    keep_io_types: Annotated[bool, typer.Option("--keep-io-types/--fp16-io",
+                                                help="fp16: keep fp32 inputs and outputs.")] = True,
     text_column: Annotated[str | None, typer.Option(help="Text column of data files.")] = None,
     pair_column: Annotated[str | None, typer.Option(help="Pair column of data files.")] = None,
     label_column: Annotated[str | None, typer.Option(help="Label column of --eval.")] = None,
@@ -232,7 +250,8 @@ def command(
                       quantize_embeddings=embeddings, exclude_nodes=tuple(exclude or ()),
                       exclude_op_types=tuple(exclude_op or ()), calib=calib, calib_size=calib_size,
                       method=method, format=fmt, activation_type=activation_type, bits=bits,
-                      block_size=block_size, algorithm=algorithm, text_column=text_column,
+                      block_size=block_size, algorithm=algorithm, symmetric=symmetric,
+                      keep_io_types=keep_io_types, text_column=text_column,
                       pair_column=pair_column, label_column=label_column, max_drop=max_drop,
                       eval=eval_data, max_fp32_nodes=max_fp32_nodes, fidelity_data=fidelity_data,
                       data_dir=data_dir)
