@@ -139,8 +139,12 @@ def tokenizer(artifact: Path, max_length: int) -> Any:
 
 
 def batches(artifact: Path, examples: Examples, batch_size: int, max_length: int,
-            pad_to: int | None = None) -> Iterator[dict[str, np.ndarray]]:
-    """Padded feeds (to the longest in each batch, or to `pad_to`), in dataset order."""
+            pad_to: int | None = None, words: bool = False) -> Iterator[dict[str, np.ndarray]]:
+    """Padded feeds (to the longest in each batch, or to `pad_to`), in dataset order.
+
+    With `words`, texts are space-separated words (CoNLL) and each batch also carries
+    `word_ids` (B, T): the word each token starts or continues, -1 for special/padding.
+    """
     import numpy as np
 
     tok = tokenizer(artifact, max_length)
@@ -148,7 +152,9 @@ def batches(artifact: Path, examples: Examples, batch_size: int, max_length: int
     pad_id = int(config.get("pad_token_id") or 0)
     for start in range(0, len(examples), batch_size):
         texts = examples.texts[start : start + batch_size]
-        if examples.pairs:
+        if words:
+            encs = tok.encode_batch([t.split(" ") for t in texts], is_pretokenized=True)
+        elif examples.pairs:
             encs = tok.encode_batch(list(zip(texts, examples.pairs[start : start + batch_size],
                                              strict=True)))
         else:
@@ -157,7 +163,11 @@ def batches(artifact: Path, examples: Examples, batch_size: int, max_length: int
         ids = np.full((len(encs), width), pad_id, dtype=np.int64)  # (B, T)
         mask = np.zeros_like(ids)
         types = np.zeros_like(ids)
+        word_ids = np.full_like(ids, -1)
         for row, enc in enumerate(encs):
             n = min(len(enc.ids), width)
             ids[row, :n], mask[row, :n], types[row, :n] = enc.ids[:n], 1, enc.type_ids[:n]
-        yield {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+            if words:
+                word_ids[row, :n] = [-1 if w is None else w for w in enc.word_ids[:n]]
+        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        yield {**feeds, "word_ids": word_ids} if words else feeds

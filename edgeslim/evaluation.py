@@ -75,3 +75,107 @@ def accuracy(model: Path, batches: list[Feeds], labels: np.ndarray) -> float:
     """Top-1 accuracy of a sequence classifier."""
     preds = np.concatenate([o["logits"].argmax(-1) for o in outputs(model, batches)])
     return float(np.mean(preds == labels))
+
+
+def _metric(fn: Any, gold: np.ndarray, pred: np.ndarray, bootstrap: int) -> dict[str, Any]:
+    from edgeslim.metrics import bootstrap_ci
+
+    low, high = bootstrap_ci(fn, gold, pred, bootstrap)
+    return {"value": round(fn(gold, pred), 5), "ci95": [round(low, 5), round(high, 5)]}
+
+
+def _run(model: Path, batches: list[Feeds], label: str) -> list[dict[str, np.ndarray]]:
+    from edgeslim import runtime, ui
+
+    sess = runtime.session(model)
+    return [runtime.run(sess, feeds) for feeds in ui.progress(batches, len(batches), label)]
+
+
+def _entity_f1(gold: list[list[str]], pred: list[list[str]]) -> Any:
+    try:
+        from seqeval.metrics import f1_score
+    except ImportError:
+        from edgeslim.errors import MissingDependency
+
+        raise MissingDependency("seqeval is not installed: pip install 'edgeslim[runtime]'") from None
+    return lambda g_idx, p_idx: f1_score([gold[i] for i in g_idx], [pred[i] for i in p_idx])
+
+
+def evaluate(artifact: Path, examples: data.Examples, batch_size: int = 32, bootstrap: int = 1000,
+             reference: Path | None = None) -> dict[str, Any]:
+    """Task metrics with 95% bootstrap CIs (and fidelity vs `reference`) for one artifact."""
+    from edgeslim import artifacts
+    from edgeslim.metrics import accuracy as acc
+    from edgeslim.metrics import macro_f1, mcc, pearson, spearman
+
+    manifest = artifacts.read_manifest(artifact)
+    task, max_len = manifest["task"], int(manifest.get("max_length", 512))
+    if not len(examples):
+        raise InputError(f"{examples.name} is empty: nothing to evaluate")
+    result: dict[str, Any] = {"task": task, "data": examples.name, "n": len(examples), "metrics": {}}
+    model = artifact / artifacts.MODEL
+    if task == "feature-extraction":
+        if not examples.pairs or examples.labels is None:
+            raise InputError("embedding models are evaluated on sentence pairs with scores "
+                             "(e.g. stsb:dev): pass --pair-column and --label-column")
+        left = data.Examples(examples.name, examples.texts)
+        right = data.Examples(examples.name, examples.pairs)
+        embed = [np.concatenate([o["sentence_embedding"] for o in _run(model, list(
+            data.batches(artifact, side, batch_size, max_len)), "embedding")]) for side in (left, right)]
+        cos = cosine_rows(embed[0], embed[1])
+        gold = np.asarray([float(x) for x in examples.labels])
+        result["metrics"] = {"spearman_cosine": _metric(spearman, gold, cos, bootstrap),
+                             "pearson_cosine": _metric(pearson, gold, cos, bootstrap)}
+        return result
+    words = task == "token-classification"
+    batches = list(data.batches(artifact, examples, batch_size, max_len, words=words))
+    outs = _run(model, batches, "evaluating")
+    if task == "token-classification":
+        result["metrics"] = _token_metrics(artifact, examples, batches, outs, bootstrap)
+    elif task == "regression":
+        gold = np.asarray([float(x) for x in _labels(examples)])
+        pred = np.concatenate([o["logits"][:, 0] for o in outs])
+        result["metrics"] = {"pearson": _metric(pearson, gold, pred, bootstrap),
+                             "spearman": _metric(spearman, gold, pred, bootstrap)}
+    else:
+        gold = label_ids(examples, artifact)
+        pred = np.concatenate([o["logits"].argmax(-1) for o in outs])
+        result["metrics"] = {name: _metric(fn, gold, pred, bootstrap)
+                             for name, fn in (("accuracy", acc), ("macro_f1", macro_f1), ("mcc", mcc))}
+    if reference is not None:
+        ref_model = reference / artifacts.MODEL
+        result["fidelity"] = compare(_run(ref_model, batches, "reference"), outs, batches)
+    return result
+
+
+def _labels(examples: data.Examples) -> list[str]:
+    if examples.labels is None:
+        raise InputError(f"{examples.name} has no labels: pass --label-column")
+    return examples.labels
+
+
+def _token_metrics(artifact: Path, examples: data.Examples, batches: list[Feeds],
+                   outs: list[dict[str, np.ndarray]], bootstrap: int) -> dict[str, Any]:
+    """Entity-level F1 (seqeval) from first-subtoken predictions, words beyond max length as O."""
+    config = json.loads((artifact / "config.json").read_text())
+    id2label = {int(k): v for k, v in (config.get("id2label") or {}).items()}
+    gold = [labels.split(" ") for labels in _labels(examples)]
+    known = set(id2label.values())
+    unknown = sorted({tag for sentence in gold for tag in sentence} - known)
+    if unknown:
+        raise InputError(f"labels {', '.join(unknown[:5])} in {examples.name} are not known to the "
+                         f"model ({', '.join(sorted(known))})")
+    pred: list[list[str]] = []
+    for feeds, out in zip(batches, outs, strict=True):
+        ids = out["logits"].argmax(-1)  # (B, T)
+        for row in range(ids.shape[0]):
+            tags = ["O"] * len(gold[len(pred)])
+            seen = set()
+            for pos, word in enumerate(feeds["word_ids"][row]):
+                if word >= 0 and word not in seen and word < len(tags):
+                    seen.add(word)
+                    tags[word] = id2label[int(ids[row, pos])]
+            pred.append(tags)
+    index = np.arange(len(gold))
+    f1 = _entity_f1(gold, pred)
+    return {"entity_f1": _metric(f1, index, index, bootstrap)}

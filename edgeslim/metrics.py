@@ -53,3 +53,73 @@ def fidelity(reference: dict[str, np.ndarray], test: dict[str, np.ndarray]) -> d
                          kl=kl_divergence(ref, got))
         result[name] = entry
     return result
+
+
+# Task metrics. numpy only, so `edgeslim eval` runs in the runtime install (no scipy/sklearn);
+# tests check each against scikit-learn / scipy.
+
+
+def accuracy(gold: np.ndarray, pred: np.ndarray) -> float:
+    """Fraction of exact matches."""
+    return float(np.mean(gold == pred))
+
+
+def macro_f1(gold: np.ndarray, pred: np.ndarray) -> float:
+    """Unweighted mean of per-class F1 over the classes present in gold or pred."""
+    scores = []
+    for label in np.union1d(gold, pred):
+        tp = np.sum((pred == label) & (gold == label))
+        fp, fn = np.sum((pred == label) & (gold != label)), np.sum((pred != label) & (gold == label))
+        scores.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
+    return float(np.mean(scores))
+
+
+def mcc(gold: np.ndarray, pred: np.ndarray) -> float:
+    """Matthews correlation coefficient (multi-class, Gorodkin's R_K)."""
+    labels = np.union1d(gold, pred)
+    index = {label: i for i, label in enumerate(labels)}
+    confusion = np.zeros((len(labels), len(labels)))
+    for g, p in zip(gold, pred, strict=True):
+        confusion[index[g], index[p]] += 1
+    t, p_sum, n = confusion.sum(1), confusion.sum(0), confusion.sum()
+    c = np.trace(confusion)
+    denominator = np.sqrt((n**2 - p_sum @ p_sum) * (n**2 - t @ t))
+    return float((c * n - t @ p_sum) / denominator) if denominator else 0.0
+
+
+def pearson(x: np.ndarray, y: np.ndarray) -> float:
+    """Pearson correlation."""
+    x64, y64 = x.astype(np.float64) - x.mean(), y.astype(np.float64) - y.mean()
+    denominator = np.sqrt((x64**2).sum() * (y64**2).sum())
+    return float((x64 * y64).sum() / denominator) if denominator else 0.0
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """Average ranks (ties share their mean rank), as scipy.stats.rankdata."""
+    order = np.argsort(values, kind="mergesort")
+    ranks = np.empty(len(values), dtype=np.float64)
+    sorted_values = values[order]
+    start = 0
+    for end in range(1, len(values) + 1):
+        if end == len(values) or sorted_values[end] != sorted_values[start]:
+            ranks[order[start:end]] = (start + end + 1) / 2.0
+            start = end
+    return ranks
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman rank correlation."""
+    return pearson(_ranks(np.asarray(x)), _ranks(np.asarray(y)))
+
+
+def bootstrap_ci(metric: Any, gold: np.ndarray, pred: np.ndarray, samples: int = 1000,
+                 seed: int = 0) -> tuple[float, float]:
+    """95% percentile bootstrap interval of metric(gold, pred) over resampled examples."""
+    rng = np.random.default_rng(seed)
+    n = len(gold)
+    values = []
+    for _ in range(samples):
+        idx = rng.integers(0, n, n)
+        values.append(metric(gold[idx], pred[idx]))
+    low, high = np.percentile(values, [2.5, 97.5])
+    return float(low), float(high)

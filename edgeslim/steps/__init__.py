@@ -24,6 +24,7 @@ STEP_MODULES: tuple[str, ...] = (
     "export",
     "optimize",
     "quantize",
+    "evaluate",
     "inspect",
 )
 
@@ -37,5 +38,6 @@ class StepConfig(BaseModel):
 
 @cache
 def modules() -> dict[str, ModuleType]:
-    """Step name -> module, in registry order."""
-    return {name: importlib.import_module(f"edgeslim.steps.{name}") for name in STEP_MODULES}
+    """Step type (its Config's `type`, also the CLI command) -> module, in registry order."""
+    loaded = [importlib.import_module(f"edgeslim.steps.{name}") for name in STEP_MODULES]
+    return {module.Config.model_fields["type"].default: module for module in loaded}

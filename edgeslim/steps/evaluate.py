@@ -1,0 +1,84 @@
+"""eval: task metrics with bootstrap CIs on real data (and fidelity vs a reference artifact)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+from pydantic import Field
+
+from edgeslim import artifacts
+from edgeslim.options import ArtifactArg, Json
+from edgeslim.steps import StepConfig
+
+
+class Config(StepConfig):
+    """What to evaluate on; columns name the text, pair and label of user files."""
+
+    type: Literal["eval"] = "eval"
+    data: str = Field(description="Built-in dataset name (sst2:dev, stsb:dev, ...) or a file.")
+    text_column: str | None = Field(None, description="Text column of a user file.")
+    pair_column: str | None = Field(None, description="Second-text column of a user file.")
+    label_column: str | None = Field(None, description="Label column of a user file.")
+    limit: int | None = Field(None, gt=0, description="Evaluate the first N examples only.")
+    batch_size: int = Field(32, gt=0, description="Sentences per batch.")
+    bootstrap: int = Field(1000, ge=100, description="Bootstrap resamples for the 95% CIs.")
+    reference: Path | None = Field(None, description="Artifact to measure fidelity against.")
+    data_dir: Path | None = Field(None, description="Where built-in datasets live.")
+
+
+def evaluate(src: Path, cfg: Config) -> dict[str, Any]:
+    """Load the data and evaluate artifact `src`."""
+    from edgeslim import data, evaluation
+
+    artifacts.read_manifest(src)
+    if cfg.reference is not None:
+        artifacts.read_manifest(cfg.reference)
+    examples = data.load(cfg.data, cfg.text_column, cfg.pair_column,
+                         cfg.label_column or (None if cfg.data in data.BUILTIN else "label"), cfg.data_dir)
+    examples = examples.head(cfg.limit) if cfg.limit else examples
+    return evaluation.evaluate(src, examples, cfg.batch_size, cfg.bootstrap, cfg.reference)
+
+
+def run(src: Path, cfg: Config, out: Path) -> dict[str, Any]:
+    """Carry `src` into `out` with eval.json and the metrics recorded in the manifest."""
+    result = evaluate(src, cfg)
+    artifacts.copy_companions(src, out, skip_model=False)
+    artifacts.write_json(out / "eval.json", result)
+    manifest = artifacts.read_manifest(src)
+    manifest["metrics"] = {**manifest.get("metrics", {}), cfg.data: result}
+    step = {"type": "eval", "config": cfg.model_dump(mode="json"), "result": result}
+    artifacts.write_json(out / artifacts.MANIFEST, artifacts.append_step(manifest, step))
+    return {f"{k}": f"{v['value']} (95% CI {v['ci95'][0]}-{v['ci95'][1]})" for k, v in result["metrics"].items()}
+
+
+def command(
+    artifact: ArtifactArg,
+    data: Annotated[str, typer.Option("--data", help="Built-in name (sst2:dev, stsb:dev, ...) or file.")],
+    text_column: Annotated[str | None, typer.Option(help="Text column of a user file.")] = None,
+    pair_column: Annotated[str | None, typer.Option(help="Second-text column.")] = None,
+    label_column: Annotated[str | None, typer.Option(help="Label column.")] = None,
+    reference: Annotated[Path | None, typer.Option(help="Artifact to compare outputs with.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Evaluate the first N examples.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Sentences per batch.")] = 32,
+    data_dir: Annotated[Path | None, typer.Option(help="Built-in datasets directory.")] = None,
+    json_out: Json = False,
+) -> None:
+    """Evaluate an artifact on real data: task metrics with 95% bootstrap CIs."""
+    import json
+
+    from edgeslim import ui
+    from edgeslim.recipe import make_config
+
+    cfg = make_config(Config, data=data, text_column=text_column, pair_column=pair_column,
+                      label_column=label_column, reference=reference, limit=limit,
+                      batch_size=batch_size, data_dir=data_dir)
+    result = evaluate(artifact, cfg)
+    if json_out:
+        print(json.dumps(result, indent=2))
+        return
+    ui.summary(f"{artifact} on {result['data']} ({result['n']} examples, {result['task']})", {
+        k: f"{v['value']:.4f} (95% CI {v['ci95'][0]:.4f}-{v['ci95'][1]:.4f})" for k, v in result["metrics"].items()})
+    for output, figures in result.get("fidelity", {}).items():
+        ui.summary(f"fidelity vs {reference} ({output})", figures)
