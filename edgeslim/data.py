@@ -104,7 +104,7 @@ def _rows(path: Path) -> list[dict[str, Any]]:
     raise InputError(f"{path}: unsupported file type '{suffix}': use .tsv, .csv, .jsonl or .txt")
 
 
-TEXT_COLUMNS = ("text", "sentence", "question", "sentence1")
+TEXT_COLUMNS = ("text", "sentence", "question", "sentence1", "tokens")
 
 
 def _read(path: Path, name: str, text: str | None, pair: str | None, label: str | None) -> Examples:
