@@ -16,8 +16,11 @@ from typing import Any
 from edgeslim import artifacts
 from edgeslim.errors import InputError
 
-SENSITIVE_OPS = {"dynamic": ("MatMul", "Gemm", "Attention", "Gather"),
-                 "static": ("MatMul", "Gemm", "Gather"), "weight-only": ("MatMul", "Gather")}
+SENSITIVE_OPS = {
+    "dynamic": ("MatMul", "Gemm", "Attention", "Gather"),
+    "static": ("MatMul", "Gemm", "Gather"),
+    "weight-only": ("MatMul", "Gather"),
+}
 
 
 def _move_model(src_dir: Path, dst_dir: Path) -> None:
@@ -38,16 +41,29 @@ def load_eval(src: Path, cfg: Any) -> tuple[list[Any], Any]:
     task = artifacts.read_manifest(src).get("task")
     if task != "sequence-classification":
         raise InputError(
-            f"--max-drop measures accuracy of sequence-classification artifacts; {src} is {task}")
-    examples = data.load(cfg.eval, cfg.text_column, cfg.pair_column,
-                         cfg.label_column or (None if cfg.eval in data.BUILTIN else "label"), cfg.data_dir)
+            f"--max-drop measures accuracy of sequence-classification artifacts; {src} is {task}"
+        )
+    examples = data.load(
+        cfg.eval,
+        cfg.text_column,
+        cfg.pair_column,
+        cfg.label_column or (None if cfg.eval in data.BUILTIN else "label"),
+        cfg.data_dir,
+    )
     examples = examples.head(cfg.eval_size) if cfg.eval_size else examples
     labels = evaluation.label_ids(examples, src)
     return evaluation.feeds_for(src, examples), labels
 
 
-def meet_drop(src: Path, out: Path, cfg: Any, quantize: Callable[[list[str], Path], None],
-              work: Path, batches: list[Any], labels: Any) -> dict[str, Any]:
+def meet_drop(
+    src: Path,
+    out: Path,
+    cfg: Any,
+    quantize: Callable[[list[str], Path], None],
+    work: Path,
+    batches: list[Any],
+    labels: Any,
+) -> dict[str, Any]:
     """Search exclusions so that fp32 accuracy minus quantized accuracy <= cfg.max_drop."""
     from edgeslim import evaluation, quantization, ui
 
@@ -58,8 +74,9 @@ def meet_drop(src: Path, out: Path, cfg: Any, quantize: Callable[[list[str], Pat
     excluded: list[str] = []
     ranking: list[dict[str, Any]] = []
     if base - best > cfg.max_drop:
-        ranking = quantization.node_sensitivity(src / artifacts.MODEL, out / artifacts.MODEL,
-                                                batches[:4], SENSITIVE_OPS[cfg.mode])
+        ranking = quantization.node_sensitivity(
+            src / artifacts.MODEL, out / artifacts.MODEL, batches[:4], SENSITIVE_OPS[cfg.mode]
+        )
         names, count = [r["node"] for r in ranking], 1
         if cfg.max_fp32_nodes is not None:
             names = names[: cfg.max_fp32_nodes]
@@ -77,6 +94,15 @@ def meet_drop(src: Path, out: Path, cfg: Any, quantize: Callable[[list[str], Pat
             if count == len(names):
                 break
             count *= 2
-    return {"metric": "accuracy", "data": cfg.eval, "n": len(labels), "baseline": base,
-            "accuracy": best, "drop": round(base - best, 6), "met": base - best <= cfg.max_drop,
-            "excluded": excluded, "rounds": rounds, "sensitivity": ranking[:10]}
+    return {
+        "metric": "accuracy",
+        "data": cfg.eval,
+        "n": len(labels),
+        "baseline": base,
+        "accuracy": best,
+        "drop": round(base - best, 6),
+        "met": base - best <= cfg.max_drop,
+        "excluded": excluded,
+        "rounds": rounds,
+        "sensitivity": ranking[:10],
+    }

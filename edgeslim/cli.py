@@ -18,7 +18,9 @@ from edgeslim.errors import EXIT_CODES, EdgeslimError
 from edgeslim.options import Force, Json
 
 app = typer.Typer(
-    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
     help="Turn a pretrained Transformer into a small, fast, verified ONNX artifact.",
     epilog="Exit codes: " + "; ".join(f"{k} {v.split(':')[0]}" for k, v in EXIT_CODES.items()),
 )
@@ -51,8 +53,11 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
             if _state["debug"]:
                 raise
             first = (str(exc).splitlines() or [""])[0][:300]
-            typer.echo(f"internal error: {type(exc).__name__}: {first} "
-                       "(rerun with --debug for the traceback and report it)", err=True)
+            typer.echo(
+                f"internal error: {type(exc).__name__}: {first} "
+                "(rerun with --debug for the traceback and report it)",
+                err=True,
+            )
             raise typer.Exit(1) from None
 
     return wrapper

@@ -56,8 +56,12 @@ class Examples:
     def head(self, count: int) -> Examples:
         """The first `count` examples (all when count exceeds the size)."""
         cut = slice(0, count)
-        return Examples(self.name, self.texts[cut], self.pairs[cut] if self.pairs else None,
-                        self.labels[cut] if self.labels else None)
+        return Examples(
+            self.name,
+            self.texts[cut],
+            self.pairs[cut] if self.pairs else None,
+            self.labels[cut] if self.labels else None,
+        )
 
 
 def data_dirs(data_dir: Path | None = None) -> list[Path]:
@@ -69,21 +73,35 @@ def data_dirs(data_dir: Path | None = None) -> list[Path]:
     return [*dirs, repo / "data", repo.parent / "shared" / "data", Path.cwd().parent / "shared" / "data"]
 
 
-def load(spec: str, text_column: str | None = None, pair_column: str | None = None,
-         label_column: str | None = None, data_dir: Path | None = None) -> Examples:
+def load(
+    spec: str,
+    text_column: str | None = None,
+    pair_column: str | None = None,
+    label_column: str | None = None,
+    data_dir: Path | None = None,
+) -> Examples:
     """A built-in name (`sst2:dev`) or a .tsv/.csv/.jsonl/.txt path -> Examples."""
     if spec in BUILTIN:
         entry = BUILTIN[spec]
         for base in data_dirs(data_dir):
             if (base / entry.file).exists():
-                return _read(base / entry.file, spec, text_column or entry.text,
-                             pair_column or entry.pair, label_column or entry.label)
-        raise InputError(f"dataset '{spec}' not found in {', '.join(map(str, data_dirs(data_dir)))}: "
-                         "pass --data-dir or set EDGESLIM_DATA_DIR")
+                return _read(
+                    base / entry.file,
+                    spec,
+                    text_column or entry.text,
+                    pair_column or entry.pair,
+                    label_column or entry.label,
+                )
+        raise InputError(
+            f"dataset '{spec}' not found in {', '.join(map(str, data_dirs(data_dir)))}: "
+            "pass --data-dir or set EDGESLIM_DATA_DIR"
+        )
     path = Path(spec)
     if not path.is_file():
-        raise InputError(f"data '{spec}' not found: give a .tsv/.csv/.jsonl/.txt file "
-                         f"or a built-in name ({', '.join(BUILTIN)})")
+        raise InputError(
+            f"data '{spec}' not found: give a .tsv/.csv/.jsonl/.txt file "
+            f"or a built-in name ({', '.join(BUILTIN)})"
+        )
     return _read(path, path.name, text_column, pair_column, label_column)
 
 
@@ -115,10 +133,14 @@ def _read(path: Path, name: str, text: str | None, pair: str | None, label: str 
     text = text or next((c for c in TEXT_COLUMNS if c in columns), "text")
     for role, column in (("text", text), ("pair", pair), ("label", label)):
         if column is not None and column not in columns:
-            raise InputError(f"{path} has no {role} column '{column}'; columns: {', '.join(columns)} "
-                             f"(choose with --{role}-column)")
+            raise InputError(
+                f"{path} has no {role} column '{column}'; columns: {', '.join(columns)} "
+                f"(choose with --{role}-column)"
+            )
     return Examples(
-        name, [str(r[text]) for r in rows], [str(r[pair]) for r in rows] if pair else None,
+        name,
+        [str(r[text]) for r in rows],
+        [str(r[pair]) for r in rows] if pair else None,
         [str(r[label]) for r in rows] if label else None,
     )
 
@@ -138,8 +160,14 @@ def tokenizer(artifact: Path, max_length: int) -> Any:
     return tok
 
 
-def batches(artifact: Path, examples: Examples, batch_size: int, max_length: int,
-            pad_to: int | None = None, words: bool = False) -> Iterator[dict[str, np.ndarray]]:
+def batches(
+    artifact: Path,
+    examples: Examples,
+    batch_size: int,
+    max_length: int,
+    pad_to: int | None = None,
+    words: bool = False,
+) -> Iterator[dict[str, np.ndarray]]:
     """Padded feeds (to the longest in each batch, or to `pad_to`), in dataset order.
 
     With `words`, texts are space-separated words (CoNLL) and each batch also carries
@@ -155,8 +183,7 @@ def batches(artifact: Path, examples: Examples, batch_size: int, max_length: int
         if words:
             encs = tok.encode_batch([t.split(" ") for t in texts], is_pretokenized=True)
         elif examples.pairs:
-            encs = tok.encode_batch(list(zip(texts, examples.pairs[start : start + batch_size],
-                                             strict=True)))
+            encs = tok.encode_batch(list(zip(texts, examples.pairs[start : start + batch_size], strict=True)))
         else:
             encs = tok.encode_batch(texts)
         width = pad_to or max(len(e.ids) for e in encs)

@@ -10,14 +10,40 @@ from importlib import metadata
 from pathlib import Path
 
 PACKAGES = (
-    "edgeslim", "torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime",
-    "onnxruntime-gpu", "onnxruntime-openvino", "onnx-ir", "onnxscript", "tokenizers", "numpy",
-    "safetensors", "accelerate",
+    "edgeslim",
+    "torch",
+    "transformers",
+    "optimum",
+    "optimum-onnx",
+    "onnx",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "onnxruntime-openvino",
+    "onnx-ir",
+    "onnxscript",
+    "tokenizers",
+    "numpy",
+    "safetensors",
+    "accelerate",
 )
 # Flags that decide which int8/bf16 kernels are fast (x86: VNNI/AMX; Arm: dot product, i8mm).
 INTERESTING_FLAGS = (
-    "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16",
-    "amx_tile", "amx_int8", "amx_bf16", "f16c", "asimd", "asimddp", "i8mm", "bf16", "sve",
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512bw",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+    "f16c",
+    "asimd",
+    "asimddp",
+    "i8mm",
+    "bf16",
+    "sve",
 )
 
 

@@ -84,6 +84,4 @@ def require(module: str, extra: str) -> None:
     import importlib.util
 
     if importlib.util.find_spec(module) is None:
-        raise MissingDependency(
-            f"'{module}' is not installed: run pip install 'edgeslim[{extra}]'"
-        )
+        raise MissingDependency(f"'{module}' is not installed: run pip install 'edgeslim[{extra}]'")

@@ -27,8 +27,9 @@ def outputs(model: Path, batches: list[Feeds]) -> list[dict[str, np.ndarray]]:
     return [runtime.run(sess, feeds) for feeds in batches]
 
 
-def compare(reference: list[dict[str, np.ndarray]], test: list[dict[str, np.ndarray]],
-            batches: list[Feeds]) -> dict[str, Any]:
+def compare(
+    reference: list[dict[str, np.ndarray]], test: list[dict[str, np.ndarray]], batches: list[Feeds]
+) -> dict[str, Any]:
     """Per output SQNR over real (unpadded) positions; embedding cosine; logits top-1 and KL."""
     result: dict[str, Any] = {}
     for name in reference[0]:
@@ -46,8 +47,10 @@ def compare(reference: list[dict[str, np.ndarray]], test: list[dict[str, np.ndar
             cos = cosine_rows(ref_all, got_all)
             entry.update(cosine_mean=round(float(cos.mean()), 5), cosine_min=round(float(cos.min()), 5))
         if name == "logits" and ref_all.shape[-1] > 1:
-            entry.update(top1_agreement=round(float(np.mean(ref_all.argmax(-1) == got_all.argmax(-1))), 5),
-                         kl=float(kl_divergence(ref_all, got_all)))
+            entry.update(
+                top1_agreement=round(float(np.mean(ref_all.argmax(-1) == got_all.argmax(-1))), 5),
+                kl=float(kl_divergence(ref_all, got_all)),
+            )
         result[name] = entry
     return result
 
@@ -101,8 +104,13 @@ def _entity_f1(gold: list[list[str]], pred: list[list[str]]) -> Any:
     return lambda g_idx, p_idx: f1_score([gold[i] for i in g_idx], [pred[i] for i in p_idx])
 
 
-def evaluate(artifact: Path, examples: data.Examples, batch_size: int = 32, bootstrap: int = 1000,
-             reference: Path | None = None) -> dict[str, Any]:
+def evaluate(
+    artifact: Path,
+    examples: data.Examples,
+    batch_size: int = 32,
+    bootstrap: int = 1000,
+    reference: Path | None = None,
+) -> dict[str, Any]:
     """Task metrics with 95% bootstrap CIs (and fidelity vs `reference`) for one artifact."""
     from edgeslim import artifacts
     from edgeslim.metrics import accuracy as acc
@@ -116,16 +124,27 @@ def evaluate(artifact: Path, examples: data.Examples, batch_size: int = 32, boot
     model = artifact / artifacts.MODEL
     if task == "feature-extraction":
         if not examples.pairs or examples.labels is None:
-            raise InputError("embedding models are evaluated on sentence pairs with scores "
-                             "(e.g. stsb:dev): pass --pair-column and --label-column")
+            raise InputError(
+                "embedding models are evaluated on sentence pairs with scores "
+                "(e.g. stsb:dev): pass --pair-column and --label-column"
+            )
         left = data.Examples(examples.name, examples.texts)
         right = data.Examples(examples.name, examples.pairs)
-        embed = [np.concatenate([o["sentence_embedding"] for o in _run(model, list(
-            data.batches(artifact, side, batch_size, max_len)), "embedding")]) for side in (left, right)]
+        embed = [
+            np.concatenate(
+                [
+                    o["sentence_embedding"]
+                    for o in _run(model, list(data.batches(artifact, side, batch_size, max_len)), "embedding")
+                ]
+            )
+            for side in (left, right)
+        ]
         cos = cosine_rows(embed[0], embed[1])
         gold = np.asarray([float(x) for x in examples.labels])
-        result["metrics"] = {"spearman_cosine": _metric(spearman, gold, cos, bootstrap),
-                             "pearson_cosine": _metric(pearson, gold, cos, bootstrap)}
+        result["metrics"] = {
+            "spearman_cosine": _metric(spearman, gold, cos, bootstrap),
+            "pearson_cosine": _metric(pearson, gold, cos, bootstrap),
+        }
         return result
     words = task == "token-classification"
     batches = list(data.batches(artifact, examples, batch_size, max_len, words=words))
@@ -135,13 +154,17 @@ def evaluate(artifact: Path, examples: data.Examples, batch_size: int = 32, boot
     elif task == "regression":
         gold = np.asarray([float(x) for x in _labels(examples)])
         pred = np.concatenate([o["logits"][:, 0] for o in outs])
-        result["metrics"] = {"pearson": _metric(pearson, gold, pred, bootstrap),
-                             "spearman": _metric(spearman, gold, pred, bootstrap)}
+        result["metrics"] = {
+            "pearson": _metric(pearson, gold, pred, bootstrap),
+            "spearman": _metric(spearman, gold, pred, bootstrap),
+        }
     else:
         gold = label_ids(examples, artifact)
         pred = np.concatenate([o["logits"].argmax(-1) for o in outs])
-        result["metrics"] = {name: _metric(fn, gold, pred, bootstrap)
-                             for name, fn in (("accuracy", acc), ("macro_f1", macro_f1), ("mcc", mcc))}
+        result["metrics"] = {
+            name: _metric(fn, gold, pred, bootstrap)
+            for name, fn in (("accuracy", acc), ("macro_f1", macro_f1), ("mcc", mcc))
+        }
     if reference is not None:
         ref_model = reference / artifacts.MODEL
         result["fidelity"] = compare(_run(ref_model, batches, "reference"), outs, batches)
@@ -154,8 +177,13 @@ def _labels(examples: data.Examples) -> list[str]:
     return examples.labels
 
 
-def _token_metrics(artifact: Path, examples: data.Examples, batches: list[Feeds],
-                   outs: list[dict[str, np.ndarray]], bootstrap: int) -> dict[str, Any]:
+def _token_metrics(
+    artifact: Path,
+    examples: data.Examples,
+    batches: list[Feeds],
+    outs: list[dict[str, np.ndarray]],
+    bootstrap: int,
+) -> dict[str, Any]:
     """Entity-level F1 (seqeval) from first-subtoken predictions, words beyond max length as O."""
     config = json.loads((artifact / "config.json").read_text())
     id2label = {int(k): v for k, v in (config.get("id2label") or {}).items()}
@@ -163,8 +191,10 @@ def _token_metrics(artifact: Path, examples: data.Examples, batches: list[Feeds]
     known = set(id2label.values())
     unknown = sorted({tag for sentence in gold for tag in sentence} - known)
     if unknown:
-        raise InputError(f"labels {', '.join(unknown[:5])} in {examples.name} are not known to the "
-                         f"model ({', '.join(sorted(known))})")
+        raise InputError(
+            f"labels {', '.join(unknown[:5])} in {examples.name} are not known to the "
+            f"model ({', '.join(sorted(known))})"
+        )
     pred: list[list[str]] = []
     for feeds, out in zip(batches, outs, strict=True):
         ids = out["logits"].argmax(-1)  # (B, T)

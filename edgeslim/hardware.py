@@ -34,8 +34,13 @@ def detect() -> Target:
         arch = "x86"
     elif machine.startswith(("aarch64", "arm")):
         arch = "arm"
-    return Target(arch, "avx2" in flags, bool(flags & {"avx512_vnni", "avx_vnni"}),
-                  "amx_int8" in flags, "asimddp" in flags)
+    return Target(
+        arch,
+        "avx2" in flags,
+        bool(flags & {"avx512_vnni", "avx_vnni"}),
+        "amx_int8" in flags,
+        "asimddp" in flags,
+    )
 
 
 def int8_defaults(target: Target) -> dict[str, object]:
@@ -48,8 +53,7 @@ def int8_defaults(target: Target) -> dict[str, object]:
       (vpmaddubsw) saturates at 16 bits; 7-bit weights keep pairs of products in range.
     """
     no_vnni_x86 = target.arch == "x86" and not (target.vnni or target.amx)
-    return {"per_channel": True, "reduce_range": no_vnni_x86, "activation_type": "U8",
-            "weight_type": "S8"}
+    return {"per_channel": True, "reduce_range": no_vnni_x86, "activation_type": "U8", "weight_type": "S8"}
 
 
 def int8_speed_warning(target: Target, activation_type: str) -> str | None:

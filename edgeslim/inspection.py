@@ -18,13 +18,38 @@ FUSED_OPS: dict[str, tuple[str, ...]] = {
     "gelu": ("BiasGelu", "FastGelu", "Gelu", "BiasFastGelu", "QuickGelu"),
 }
 QUANT_OPS = (
-    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearMatMul",
-    "MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QGemm", "QAttention",
-    "MatMulNBits", "GatherBlockQuantized", "QLinearAdd", "QLinearMul",
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "DynamicQuantizeLinear",
+    "QLinearMatMul",
+    "MatMulInteger",
+    "DynamicQuantizeMatMul",
+    "MatMulIntegerToFloat",
+    "QGemm",
+    "QAttention",
+    "MatMulNBits",
+    "GatherBlockQuantized",
+    "QLinearAdd",
+    "QLinearMul",
 )
 # onnx.TensorProto data type -> bytes per element (UINT4/INT4 pack two per byte)
-_ITEMSIZE = {1: 4.0, 2: 1.0, 3: 1.0, 4: 2.0, 5: 2.0, 6: 4.0, 7: 8.0, 9: 1.0, 10: 2.0, 11: 8.0,
-             12: 4.0, 13: 8.0, 16: 2.0, 21: 0.5, 22: 0.5}
+_ITEMSIZE = {
+    1: 4.0,
+    2: 1.0,
+    3: 1.0,
+    4: 2.0,
+    5: 2.0,
+    6: 4.0,
+    7: 8.0,
+    9: 1.0,
+    10: 2.0,
+    11: 8.0,
+    12: 4.0,
+    13: 8.0,
+    16: 2.0,
+    21: 0.5,
+    22: 0.5,
+}
 
 
 def load_graph(path: Path) -> Any:
@@ -46,8 +71,12 @@ def fusion_report(ops: Counter[str], config: dict[str, Any], off: set[str] | Non
     `off` were switched off on purpose and do not count against full coverage."""
     layers = int(config.get("num_hidden_layers") or config.get("n_layers") or 0)
     act = str(config.get("hidden_act") or config.get("activation") or "")
-    expected = {"attention": layers, "skip_layer_norm": 2 * layers, "embed_layer_norm": 1,
-                "gelu": layers if "gelu" in act else 0}
+    expected = {
+        "attention": layers,
+        "skip_layer_norm": 2 * layers,
+        "embed_layer_norm": 1,
+        "gelu": layers if "gelu" in act else 0,
+    }
     kinds = {}
     for kind, names in FUSED_OPS.items():
         found = sum(ops[n] for n in names)
@@ -105,12 +134,22 @@ def inspect(target: Path) -> dict[str, Any]:
         "initializer_bytes": dict(by_dtype.most_common()),
         "opset": opsets,
         "producer": f"{graph.producer_name} {graph.producer_version}".strip(),
-        "inputs": [{"name": i.name, "shape": _shape(i),
-                    "dtype": onnx.TensorProto.DataType.Name(i.type.tensor_type.elem_type)}
-                   for i in graph.graph.input],
-        "outputs": [{"name": o.name, "shape": _shape(o),
-                     "dtype": onnx.TensorProto.DataType.Name(o.type.tensor_type.elem_type)}
-                    for o in graph.graph.output],
+        "inputs": [
+            {
+                "name": i.name,
+                "shape": _shape(i),
+                "dtype": onnx.TensorProto.DataType.Name(i.type.tensor_type.elem_type),
+            }
+            for i in graph.graph.input
+        ],
+        "outputs": [
+            {
+                "name": o.name,
+                "shape": _shape(o),
+                "dtype": onnx.TensorProto.DataType.Name(o.type.tensor_type.elem_type),
+            }
+            for o in graph.graph.output
+        ],
         "nodes": sum(ops.values()),
         "ops": dict(ops.most_common()),
         "quantized_ops": {k: ops[k] for k in QUANT_OPS if ops[k]},
@@ -136,5 +175,10 @@ def summarize_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
             entry["mode"] = step["config"].get("mode")
             entry["fidelity"] = step["fidelity"]
         steps.append(entry)
-    return {"task": manifest.get("task"), "model_type": manifest.get("model_type"),
-            "source": manifest.get("source"), "steps": steps, "metrics": manifest.get("metrics")}
+    return {
+        "task": manifest.get("task"),
+        "model_type": manifest.get("model_type"),
+        "source": manifest.get("source"),
+        "steps": steps,
+        "metrics": manifest.get("metrics"),
+    }

@@ -49,8 +49,9 @@ def fidelity(reference: dict[str, np.ndarray], test: dict[str, np.ndarray]) -> d
             cos = cosine_rows(ref, got)
             entry.update(cosine_mean=float(cos.mean()), cosine_min=float(cos.min()))
         if name == "logits" and ref.shape[-1] > 1:
-            entry.update(top1_agreement=float(np.mean(ref.argmax(-1) == got.argmax(-1))),
-                         kl=kl_divergence(ref, got))
+            entry.update(
+                top1_agreement=float(np.mean(ref.argmax(-1) == got.argmax(-1))), kl=kl_divergence(ref, got)
+            )
         result[name] = entry
     return result
 
@@ -112,8 +113,9 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
     return pearson(_ranks(np.asarray(x)), _ranks(np.asarray(y)))
 
 
-def bootstrap_ci(metric: Any, gold: np.ndarray, pred: np.ndarray, samples: int = 1000,
-                 seed: int = 0) -> tuple[float, float]:
+def bootstrap_ci(
+    metric: Any, gold: np.ndarray, pred: np.ndarray, samples: int = 1000, seed: int = 0
+) -> tuple[float, float]:
     """95% percentile bootstrap interval of metric(gold, pred) over resampled examples."""
     rng = np.random.default_rng(seed)
     n = len(gold)

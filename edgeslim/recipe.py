@@ -38,10 +38,17 @@ class Recipe(BaseModel):
                 raise ValueError(f"step {index + 1} needs a 'type' ({', '.join(registry)})")
             kind = item["type"]
             if kind not in registry:
-                raise ValueError(f"step {index + 1}: unknown step type '{kind}'"
-                                 f"{_suggest(str(kind), list(registry))}; known: {', '.join(registry)}")
-            typed.append(make_config(registry[kind].Config, where=f"step {index + 1} ({kind})",
-                                     **{k: v for k, v in item.items() if k != "type"}))
+                raise ValueError(
+                    f"step {index + 1}: unknown step type '{kind}'"
+                    f"{_suggest(str(kind), list(registry))}; known: {', '.join(registry)}"
+                )
+            typed.append(
+                make_config(
+                    registry[kind].Config,
+                    where=f"step {index + 1} ({kind})",
+                    **{k: v for k, v in item.items() if k != "type"},
+                )
+            )
         first, rest = typed[0] if typed else None, typed[1:]
         if first is not None and not first.takes_model:
             raise ValueError(f"the first step must take the model (e.g. export), not '{first.type}'")

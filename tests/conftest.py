@@ -15,8 +15,15 @@ VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]  # 95 tokens
 def _config(arch: str, **extra: object) -> object:
     import transformers as tf
 
-    common = dict(vocab_size=len(VOCAB), num_hidden_layers=2, num_attention_heads=4,
-                  hidden_size=32, intermediate_size=37, max_position_embeddings=64, **extra)
+    common = dict(
+        vocab_size=len(VOCAB),
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        hidden_size=32,
+        intermediate_size=37,
+        max_position_embeddings=64,
+        **extra,
+    )
     if arch == "bert":
         return tf.BertConfig(type_vocab_size=2, **common)
     if arch == "electra":
@@ -28,11 +35,19 @@ def _config(arch: str, **extra: object) -> object:
         xlmr = {**common, "max_position_embeddings": 66, "pad_token_id": 0, "type_vocab_size": 1}
         return tf.XLMRobertaConfig(**xlmr)
     if arch == "deberta-v2":
-        return tf.DebertaV2Config(relative_attention=True, pos_att_type=["p2c", "c2p"],
-                                  type_vocab_size=0, **common)
+        return tf.DebertaV2Config(
+            relative_attention=True, pos_att_type=["p2c", "c2p"], type_vocab_size=0, **common
+        )
     if arch == "distilbert":
-        return tf.DistilBertConfig(vocab_size=len(VOCAB), n_layers=2, n_heads=4, dim=32,
-                                   hidden_dim=37, max_position_embeddings=64, **extra)
+        return tf.DistilBertConfig(
+            vocab_size=len(VOCAB),
+            n_layers=2,
+            n_heads=4,
+            dim=32,
+            hidden_dim=37,
+            max_position_embeddings=64,
+            **extra,
+        )
     raise ValueError(arch)
 
 
@@ -44,8 +59,11 @@ def make_tiny(directory: Path, arch: str = "bert", head: str = "base", num_label
     torch.manual_seed(0)
     extra = {} if head == "base" else {"num_labels": num_labels}
     config = _config(arch, **extra)
-    auto = {"base": tf.AutoModel, "seq": tf.AutoModelForSequenceClassification,
-            "tok": tf.AutoModelForTokenClassification}[head]
+    auto = {
+        "base": tf.AutoModel,
+        "seq": tf.AutoModelForSequenceClassification,
+        "tok": tf.AutoModelForTokenClassification,
+    }[head]
     model = auto.from_config(config)
     with torch.no_grad():  # fresh inits repeat values (zero biases, unit LayerNorm weights)
         for param in model.parameters():

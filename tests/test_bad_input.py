@@ -60,8 +60,12 @@ def test_unsupported_architecture(tiny_bert: Path, tmp_path: Path) -> None:
 
 
 def test_unknown_task(tiny_bert: Path, tmp_path: Path) -> None:
-    _fails(["export", str(tiny_bert), "--task", "summarize", "-o", str(tmp_path / "o")], 3,
-           "task", "feature-extraction")
+    _fails(
+        ["export", str(tiny_bert), "--task", "summarize", "-o", str(tmp_path / "o")],
+        3,
+        "task",
+        "feature-extraction",
+    )
 
 
 def test_corrupt_onnx(bert_fp32: Path, tmp_path: Path) -> None:

@@ -38,9 +38,16 @@ def test_doctor_json() -> None:
 def test_doctor_warns_on_known_bad_combinations() -> None:
     from edgeslim.doctor import warnings_for
 
-    found = warnings_for({"onnxruntime": "1.32.0", "onnxruntime-gpu": "1.32.0",
-                          "optimum-onnx": "0.1.0", "transformers": "4.58.1"},
-                         {"machine": "x86_64", "flags": ["avx2"]}, ["CPUExecutionProvider"])
+    found = warnings_for(
+        {
+            "onnxruntime": "1.32.0",
+            "onnxruntime-gpu": "1.32.0",
+            "optimum-onnx": "0.1.0",
+            "transformers": "4.58.1",
+        },
+        {"machine": "x86_64", "flags": ["avx2"]},
+        ["CPUExecutionProvider"],
+    )
     text = " ".join(found)
     assert "onnxruntime-gpu" in text and "transformers" in text and "VNNI" in text and "onnx-ir" in text
 

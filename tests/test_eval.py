@@ -11,42 +11,78 @@ from conftest import cli
 @pytest.fixture(scope="module")
 def cls_artifact(tiny_factory: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("cls") / "a"
-    assert cli(["export", str(tiny_factory("bert", "seq", 2)), "--task", "sequence-classification",
-                "-o", str(out)]).exit_code == 0
+    assert (
+        cli(
+            [
+                "export",
+                str(tiny_factory("bert", "seq", 2)),
+                "--task",
+                "sequence-classification",
+                "-o",
+                str(out),
+            ]
+        ).exit_code
+        == 0
+    )
     return out
 
 
 def test_eval_classification_json(cls_artifact: Path) -> None:
     result = cli(["eval", str(cls_artifact), "--data", "sst2:dev", "--limit", "100", "--json"])
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output[result.output.index("{"):])
+    report = json.loads(result.output[result.output.index("{") :])
     assert report["n"] == 100 and set(report["metrics"]) == {"accuracy", "macro_f1", "mcc"}
     acc = report["metrics"]["accuracy"]
     assert acc["ci95"][0] <= acc["value"] <= acc["ci95"][1]
 
 
 def test_eval_reference_fidelity(cls_artifact: Path) -> None:
-    result = cli(["eval", str(cls_artifact), "--data", "sst2:dev", "--limit", "50",
-                  "--reference", str(cls_artifact), "--json"])
-    report = json.loads(result.output[result.output.index("{"):])
+    result = cli(
+        [
+            "eval",
+            str(cls_artifact),
+            "--data",
+            "sst2:dev",
+            "--limit",
+            "50",
+            "--reference",
+            str(cls_artifact),
+            "--json",
+        ]
+    )
+    report = json.loads(result.output[result.output.index("{") :])
     assert report["fidelity"]["logits"]["top1_agreement"] == 1.0
 
 
 def test_eval_embeddings_on_pairs(bert_fused: Path, tmp_path: Path) -> None:
     path = tmp_path / "pairs.csv"
-    path.write_text("a,b,score\n" + "".join(f"w{i} w{i+1},w{i} w{i+2},{i % 5}\n" for i in range(30)))
-    result = cli(["eval", str(bert_fused), "--data", str(path), "--text-column", "a", "--pair-column", "b",
-                  "--label-column", "score", "--json"])
+    path.write_text("a,b,score\n" + "".join(f"w{i} w{i + 1},w{i} w{i + 2},{i % 5}\n" for i in range(30)))
+    result = cli(
+        [
+            "eval",
+            str(bert_fused),
+            "--data",
+            str(path),
+            "--text-column",
+            "a",
+            "--pair-column",
+            "b",
+            "--label-column",
+            "score",
+            "--json",
+        ]
+    )
     assert result.exit_code == 0, result.output
-    assert "spearman_cosine" in json.loads(result.output[result.output.index("{"):])["metrics"]
+    assert "spearman_cosine" in json.loads(result.output[result.output.index("{") :])["metrics"]
 
 
 def test_eval_regression(tiny_factory: Callable[..., Path], tmp_path: Path) -> None:
     art = tmp_path / "reg"
-    assert cli(["export", str(tiny_factory("bert", "base")), "--task", "regression", "-o", str(art)]).exit_code == 0
+    result = cli(["export", str(tiny_factory("bert", "base")), "--task", "regression", "-o", str(art)])
+    assert result.exit_code == 0, result.output
     result = cli(["eval", str(art), "--data", "stsb:dev", "--limit", "60", "--json"])
     assert result.exit_code == 0, result.output
-    assert set(json.loads(result.output[result.output.index("{"):])["metrics"]) == {"pearson", "spearman"}
+    assert set(json.loads(result.output[result.output.index("{") :])["metrics"]) == {"pearson", "spearman"}
 
 
 def test_eval_token_classification(tiny_factory: Callable[..., Path], tmp_path: Path) -> None:
@@ -66,7 +102,7 @@ def test_eval_token_classification(tiny_factory: Callable[..., Path], tmp_path: 
     data.write_text("tokens\tner_tags\n" + "w1 w2 w3\tB-PER I-PER O\n" * 10 + "w4 w5\tB-LOC O\n" * 10)
     result = cli(["eval", str(art), "--data", str(data), "--label-column", "ner_tags", "--json"])
     assert result.exit_code == 0, result.output
-    f1 = json.loads(result.output[result.output.index("{"):])["metrics"]["entity_f1"]
+    f1 = json.loads(result.output[result.output.index("{") :])["metrics"]["entity_f1"]
     assert 0.0 <= f1["value"] <= 1.0
     data.write_text("tokens\tner_tags\nw1 w2\tB-ORG O\n")
     bad = cli(["eval", str(art), "--data", str(data), "--label-column", "ner_tags"])
@@ -102,7 +138,21 @@ main()
 
 def test_eval_runs_without_torch(cls_artifact: Path) -> None:
     """The runtime install: no torch, transformers, optimum, scipy or scikit-learn imported."""
-    done = subprocess.run([sys.executable, "-c", BLOCK_HEAVY, "eval", str(cls_artifact), "--data",
-                           "sst2:dev", "--limit", "20", "--json"], capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            BLOCK_HEAVY,
+            "eval",
+            str(cls_artifact),
+            "--data",
+            "sst2:dev",
+            "--limit",
+            "20",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["n"] == 20

@@ -45,8 +45,14 @@ def test_max_length_case_uses_model_limit(bert_fp32: Path) -> None:
         ("base", "regression", 1, lambda b, t: (b, 1)),
     ],
 )
-def test_task_heads(head: str, task: str, labels: int, shape: Callable[[int, int], tuple[int, ...]],
-                    tiny_factory: Callable[..., Path], tmp_path: Path) -> None:
+def test_task_heads(
+    head: str,
+    task: str,
+    labels: int,
+    shape: Callable[[int, int], tuple[int, ...]],
+    tiny_factory: Callable[..., Path],
+    tmp_path: Path,
+) -> None:
     model = tiny_factory("bert", head, labels)
     result = cli(["export", str(model), "--task", task, "-o", str(tmp_path / "a")])
     assert result.exit_code == 0, result.output
@@ -95,18 +101,21 @@ def test_external_data(tiny_bert: Path, tmp_path: Path) -> None:
 
 
 def test_dynamo_exporter_is_selectable(tiny_bert: Path, tmp_path: Path) -> None:
-    result = cli(["export", str(tiny_bert), "--exporter", "dynamo", "--opset", "18",
-                  "-o", str(tmp_path / "d")])
+    result = cli(
+        ["export", str(tiny_bert), "--exporter", "dynamo", "--opset", "18", "-o", str(tmp_path / "d")]
+    )
     assert result.exit_code == 0, result.output
     assert artifacts.read_manifest(tmp_path / "d")["steps"][0]["parity"]["max_abs_diff"] <= 1e-4
 
 
 def test_parity_collects_every_mismatch() -> None:
     ids = np.zeros((1, 4), dtype=np.int64)
-    want = [{"a": np.zeros((1, 4), np.float32), "b": np.ones((1, 2), np.float32),
-             "c": np.ones(3, np.float32)}]
-    got = [{"a": np.full((1, 4), 0.5, np.float32), "b": np.ones((1, 3), np.float32),
-            "c": np.ones(3, np.float32)}]
+    want = [
+        {"a": np.zeros((1, 4), np.float32), "b": np.ones((1, 2), np.float32), "c": np.ones(3, np.float32)}
+    ]
+    got = [
+        {"a": np.full((1, 4), 0.5, np.float32), "b": np.ones((1, 3), np.float32), "c": np.ones(3, np.float32)}
+    ]
     with pytest.raises(ParityError) as info:
         parity.compare(want, got, [{"input_ids": ids}], atol=1e-4, rtol=0)
     message = str(info.value)

@@ -12,8 +12,7 @@ pytestmark = pytest.mark.slow
 
 def test_minilm_export_optimize_parity_and_fusion(tmp_path: Path) -> None:
     assert cli(["export", "minilm", "-o", str(tmp_path / "fp32")]).exit_code == 0
-    result = cli(["optimize", str(tmp_path / "fp32"), "-o", str(tmp_path / "fused"),
-                  "--require-full-fusion"])
+    result = cli(["optimize", str(tmp_path / "fp32"), "-o", str(tmp_path / "fused"), "--require-full-fusion"])
     assert result.exit_code == 0, result.output
     manifest = artifacts.read_manifest(tmp_path / "fused")
     for step in manifest["steps"]:
@@ -37,9 +36,11 @@ def test_minilm_embeddings_match_sentence_transformers(tmp_path: Path) -> None:
     tok = Tokenizer.from_file(str(tmp_path / "a" / "tokenizer.json"))
     tok.enable_padding(pad_id=0)
     enc = tok.encode_batch(texts)
-    feeds = {"input_ids": np.array([e.ids for e in enc]),
-             "attention_mask": np.array([e.attention_mask for e in enc]),
-             "token_type_ids": np.array([e.type_ids for e in enc])}
+    feeds = {
+        "input_ids": np.array([e.ids for e in enc]),
+        "attention_mask": np.array([e.attention_mask for e in enc]),
+        "token_type_ids": np.array([e.type_ids for e in enc]),
+    }
     ours = runtime.run(runtime.session(tmp_path / "a" / "model.onnx"), feeds)["sentence_embedding"]
     reference = SentenceTransformer(str(models.resolve("minilm")), device="cpu").encode(texts)
     ours = ours / np.linalg.norm(ours, axis=1, keepdims=True)  # the ST pipeline normalizes

@@ -28,15 +28,13 @@ def test_unfusable_attention_fails_require_full_fusion(
     assert cli(["optimize", str(exported), "-o", str(tmp_path / "fused")]).exit_code == 0
 
 
-def test_optimum_loads_artifacts(bert_fused: Path, tiny_factory: Callable[..., Path],
-                                 tmp_path: Path) -> None:
+def test_optimum_loads_artifacts(bert_fused: Path, tiny_factory: Callable[..., Path], tmp_path: Path) -> None:
     from optimum.onnxruntime import ORTModelForFeatureExtraction, ORTModelForSequenceClassification
 
     cases, outputs = parity.load_reference(bert_fused / "reference.npz")
     model = ORTModelForFeatureExtraction.from_pretrained(bert_fused, file_name="model.onnx")
     got = model(**{k: __import__("torch").from_numpy(v) for k, v in cases[0].items()})
-    np.testing.assert_allclose(got.last_hidden_state.numpy(), outputs[0]["last_hidden_state"],
-                               atol=1e-4)
+    np.testing.assert_allclose(got.last_hidden_state.numpy(), outputs[0]["last_hidden_state"], atol=1e-4)
 
     cls = tmp_path / "cls"
     model_dir = tiny_factory("bert", "seq", 2)

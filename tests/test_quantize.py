@@ -44,8 +44,7 @@ def test_dynamic_skip_lists(bert_fused: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize("method", ["minmax", "entropy", "percentile", "distribution"])
 def test_static_qdq_methods(bert_fused: Path, tmp_path: Path, method: str) -> None:
     # sst2:train sentences differ in length: Percentile/Entropy used to crash on that
-    step = _quantize(bert_fused, tmp_path / "q", "--mode", "static", "--method", method,
-                     "--calib-size", "40")
+    step = _quantize(bert_fused, tmp_path / "q", "--mode", "static", "--method", method, "--calib-size", "40")
     ops = _ops(tmp_path / "q")
     assert ops["QuantizeLinear"] > 0 and ops["DequantizeLinear"] > ops["QuantizeLinear"]
     assert step["fidelity"]["sentence_embedding"]["sqnr_db"] > 10
@@ -60,8 +59,7 @@ def test_static_keeps_post_gelu_matmuls_fp32(bert_fused: Path, tmp_path: Path) -
 
 
 def test_static_qoperator(bert_fused: Path, tmp_path: Path) -> None:
-    _quantize(bert_fused, tmp_path / "q", "--mode", "static", "--format", "qoperator",
-              "--calib-size", "16")
+    _quantize(bert_fused, tmp_path / "q", "--mode", "static", "--format", "qoperator", "--calib-size", "16")
     assert _ops(tmp_path / "q").get("QLinearMatMul", 0) >= 2
 
 
@@ -79,8 +77,20 @@ def test_embeddings_need_unfused_graph(bert_fp32: Path, bert_fused: Path, tmp_pa
     result = cli(["quantize", str(bert_fused), "-o", str(tmp_path / "x"), "--embeddings"])
     assert result.exit_code == 3 and "--no-fuse-embeddings" in result.output
     plain = tmp_path / "plain"
-    assert cli(["optimize", str(bert_fp32), "-o", str(plain), "--no-fuse-attention",
-                "--no-fuse-embeddings", "--require-full-fusion"]).exit_code == 0
+    assert (
+        cli(
+            [
+                "optimize",
+                str(bert_fp32),
+                "-o",
+                str(plain),
+                "--no-fuse-attention",
+                "--no-fuse-embeddings",
+                "--require-full-fusion",
+            ]
+        ).exit_code
+        == 0
+    )
     _quantize(plain, tmp_path / "w4", "--mode", "weight-only", "--embeddings")
     ops = _ops(tmp_path / "w4")
     assert ops["GatherBlockQuantized"] == 3 and ops["MatMulNBits"] == 12  # word/position/type tables
@@ -114,22 +124,65 @@ def test_bad_inputs(bert_fused: Path, tmp_path: Path) -> None:
     _fails(["quantize", str(bert_fused), "-o", out, "--mode", "static", "--method", "magic"], 3, "method")
     _fails(["quantize", str(bert_fused), "-o", out, "--mode", "static", "--format", "qx"], 3, "format")
     _fails(["quantize", str(bert_fused), "-o", out, "--mode", "weight-only", "--bits", "3"], 3, "bits")
-    _fails(["quantize", str(bert_fused), "-o", out, "--mode", "static", "--calib",
-            str(tmp_path / "none.tsv")], 3, "not found")
+    _fails(
+        ["quantize", str(bert_fused), "-o", out, "--mode", "static", "--calib", str(tmp_path / "none.tsv")],
+        3,
+        "not found",
+    )
     (tmp_path / "cal.tsv").write_text("sentence\tlabel\nw1 w2\t0\n")
-    _fails(["quantize", str(bert_fused), "-o", out, "--mode", "static", "--calib", str(tmp_path / "cal.tsv"),
-            "--text-column", "text"], 3, "no text column 'text'")
+    _fails(
+        [
+            "quantize",
+            str(bert_fused),
+            "-o",
+            out,
+            "--mode",
+            "static",
+            "--calib",
+            str(tmp_path / "cal.tsv"),
+            "--text-column",
+            "text",
+        ],
+        3,
+        "no text column 'text'",
+    )
     (tmp_path / "empty.tsv").write_text("sentence\tlabel\n")
-    _fails(["quantize", str(bert_fused), "-o", out, "--mode", "static", "--calib",
-            str(tmp_path / "empty.tsv"), "--text-column", "sentence"], 3, "no examples")
+    _fails(
+        [
+            "quantize",
+            str(bert_fused),
+            "-o",
+            out,
+            "--mode",
+            "static",
+            "--calib",
+            str(tmp_path / "empty.tsv"),
+            "--text-column",
+            "sentence",
+        ],
+        3,
+        "no examples",
+    )
     _fails(["quantize", str(bert_fused), "-o", out, "--max-drop", "0.01"], 3, "--eval")
     assert not (tmp_path / "o").exists() and leftovers(tmp_path) == []
 
 
 def test_fewer_calibration_samples_warns(bert_fused: Path, tmp_path: Path) -> None:
     (tmp_path / "cal.jsonl").write_text('{"text": "w1 w2 w3"}\n{"text": "w4 w5"}\n')
-    result = cli(["quantize", str(bert_fused), "-o", str(tmp_path / "q"), "--mode", "static",
-                  "--calib", str(tmp_path / "cal.jsonl"), "--calib-size", "50"])
+    result = cli(
+        [
+            "quantize",
+            str(bert_fused),
+            "-o",
+            str(tmp_path / "q"),
+            "--mode",
+            "static",
+            "--calib",
+            str(tmp_path / "cal.jsonl"),
+            "--calib-size",
+            "50",
+        ]
+    )
     assert result.exit_code == 0, result.output
     assert "fewer than --calib-size" in result.output
 
@@ -197,8 +250,20 @@ def test_max_drop_excludes_the_sensitive_node(tiny_factory: Callable[..., Path],
 
 def test_max_drop_unmet_still_writes(tiny_factory: Callable[..., Path], tmp_path: Path) -> None:
     fused, data = _sensitive_setup(tiny_factory, tmp_path)
-    result = cli(["quantize", str(fused), "-o", str(tmp_path / "q"), "--max-drop", "0.02", "--eval",
-                  str(data), "--max-fp32-nodes", "0"])
+    result = cli(
+        [
+            "quantize",
+            str(fused),
+            "-o",
+            str(tmp_path / "q"),
+            "--max-drop",
+            "0.02",
+            "--eval",
+            str(data),
+            "--max-fp32-nodes",
+            "0",
+        ]
+    )
     assert result.exit_code == 6 and "best artifact" in result.output, result.output
     search = artifacts.read_manifest(tmp_path / "q")["steps"][-1]["search"]
     assert not search["met"] and search["excluded"] == [] and (tmp_path / "q" / "model.onnx").exists()
@@ -206,11 +271,50 @@ def test_max_drop_unmet_still_writes(tiny_factory: Callable[..., Path], tmp_path
 
 def test_max_drop_needs_labels(tiny_factory: Callable[..., Path], tmp_path: Path) -> None:
     fp32 = tmp_path / "fp32"
-    assert cli(["export", str(tiny_factory("bert", "seq", 2)), "--task", "sequence-classification",
-                "-o", str(fp32)]).exit_code == 0
+    assert (
+        cli(
+            [
+                "export",
+                str(tiny_factory("bert", "seq", 2)),
+                "--task",
+                "sequence-classification",
+                "-o",
+                str(fp32),
+            ]
+        ).exit_code
+        == 0
+    )
     (tmp_path / "e.tsv").write_text("sentence\nw1 w2\n")
-    _fails(["quantize", str(fp32), "-o", str(tmp_path / "q"), "--max-drop", "0.1", "--eval",
-            str(tmp_path / "e.tsv"), "--text-column", "sentence", "--label-column", "label"], 3, "label")
+    _fails(
+        [
+            "quantize",
+            str(fp32),
+            "-o",
+            str(tmp_path / "q"),
+            "--max-drop",
+            "0.1",
+            "--eval",
+            str(tmp_path / "e.tsv"),
+            "--text-column",
+            "sentence",
+            "--label-column",
+            "label",
+        ],
+        3,
+        "label",
+    )
     (tmp_path / "e2.tsv").write_text("sentence\tlabel\nw1 w2\tpositive\n")
-    _fails(["quantize", str(fp32), "-o", str(tmp_path / "q"), "--max-drop", "0.1", "--eval",
-            str(tmp_path / "e2.tsv")], 3, "not known to the model")
+    _fails(
+        [
+            "quantize",
+            str(fp32),
+            "-o",
+            str(tmp_path / "q"),
+            "--max-drop",
+            "0.1",
+            "--eval",
+            str(tmp_path / "e2.tsv"),
+        ],
+        3,
+        "not known to the model",
+    )

@@ -130,7 +130,8 @@ def main() -> None:
         ids = rng.integers(1000, 30000, size=(batch, 128), dtype=np.int64)
         feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
         for threads in (1, 2):
-            times = bench.interleaved(models, feeds, threads, args.runs)
+            sessions = {n: bench.session(p, threads) for n, p in models.items()}
+            times = bench.interleaved(sessions, feeds, args.runs)
             for name, t in times.items():
                 ratio, low, high = bench.ratio_ci(times["fused"], t)
                 results[name]["latency"][f"b{batch}s128t{threads}"] = {  # type: ignore[index]

@@ -25,6 +25,8 @@ STEP_MODULES: tuple[str, ...] = (
     "optimize",
     "quantize",
     "evaluate",
+    "benchmark",
+    "gate",
     "inspect",
 )
 

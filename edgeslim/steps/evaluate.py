@@ -35,8 +35,13 @@ def evaluate(src: Path, cfg: Config) -> dict[str, Any]:
     artifacts.read_manifest(src)
     if cfg.reference is not None:
         artifacts.read_manifest(cfg.reference)
-    examples = data.load(cfg.data, cfg.text_column, cfg.pair_column,
-                         cfg.label_column or (None if cfg.data in data.BUILTIN else "label"), cfg.data_dir)
+    examples = data.load(
+        cfg.data,
+        cfg.text_column,
+        cfg.pair_column,
+        cfg.label_column or (None if cfg.data in data.BUILTIN else "label"),
+        cfg.data_dir,
+    )
     examples = examples.head(cfg.limit) if cfg.limit else examples
     return evaluation.evaluate(src, examples, cfg.batch_size, cfg.bootstrap, cfg.reference)
 
@@ -50,7 +55,7 @@ def run(src: Path, cfg: Config, out: Path) -> dict[str, Any]:
     manifest["metrics"] = {**manifest.get("metrics", {}), cfg.data: result}
     step = {"type": "eval", "config": cfg.model_dump(mode="json"), "result": result}
     artifacts.write_json(out / artifacts.MANIFEST, artifacts.append_step(manifest, step))
-    return {f"{k}": f"{v['value']} (95% CI {v['ci95'][0]}-{v['ci95'][1]})" for k, v in result["metrics"].items()}
+    return {k: f"{v['value']} (95% CI {v['ci95'][0]}-{v['ci95'][1]})" for k, v in result["metrics"].items()}
 
 
 def command(
@@ -71,14 +76,28 @@ def command(
     from edgeslim import ui
     from edgeslim.recipe import make_config
 
-    cfg = make_config(Config, data=data, text_column=text_column, pair_column=pair_column,
-                      label_column=label_column, reference=reference, limit=limit,
-                      batch_size=batch_size, data_dir=data_dir)
+    cfg = make_config(
+        Config,
+        data=data,
+        text_column=text_column,
+        pair_column=pair_column,
+        label_column=label_column,
+        reference=reference,
+        limit=limit,
+        batch_size=batch_size,
+        data_dir=data_dir,
+    )
     result = evaluate(artifact, cfg)
     if json_out:
         print(json.dumps(result, indent=2))
         return
-    ui.summary(f"{artifact} on {result['data']} ({result['n']} examples, {result['task']})", {
-        k: f"{v['value']:.4f} (95% CI {v['ci95'][0]:.4f}-{v['ci95'][1]:.4f})" for k, v in result["metrics"].items()})
+    title = f"{artifact} on {result['data']} ({result['n']} examples, {result['task']})"
+    ui.summary(
+        title,
+        {
+            k: f"{v['value']:.4f} (95% CI {v['ci95'][0]:.4f}-{v['ci95'][1]:.4f})"
+            for k, v in result["metrics"].items()
+        },
+    )
     for output, figures in result.get("fidelity", {}).items():
         ui.summary(f"fidelity vs {reference} ({output})", figures)

@@ -87,9 +87,15 @@ def _export(wrapper: Any, inputs: list[str], outputs: list[str], cfg: Config, pa
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            wrapper, sample, str(path), input_names=inputs, output_names=outputs,
-            opset_version=cfg.opset, do_constant_folding=True,
-            dynamo=cfg.exporter == "dynamo", **shapes,
+            wrapper,
+            sample,
+            str(path),
+            input_names=inputs,
+            output_names=outputs,
+            opset_version=cfg.opset,
+            do_constant_folding=True,
+            dynamo=cfg.exporter == "dynamo",
+            **shapes,
         )
 
 
@@ -106,8 +112,14 @@ def _maybe_external(path: Path, cfg: Config) -> bool:
         if stray.is_file() and stray.suffix not in (".onnx", ".json") and stray != data:
             stray.unlink()
     tmp = path.with_name(".tmp.onnx")
-    onnx.save_model(graph, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=artifacts.EXTERNAL_DATA, size_threshold=1024)
+    onnx.save_model(
+        graph,
+        str(tmp),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=artifacts.EXTERNAL_DATA,
+        size_threshold=1024,
+    )
     tmp.replace(path)
     return True
 
@@ -132,8 +144,9 @@ def run(src: str, cfg: Config, out: Path) -> dict[str, Any]:
     export_s = time.perf_counter() - start
 
     max_len = models.max_length(path, config)
-    cases = parity.make_inputs(inputs, int(config["vocab_size"]),
-                               int(config.get("pad_token_id") or 0), max_len)
+    cases = parity.make_inputs(
+        inputs, int(config["vocab_size"]), int(config.get("pad_token_id") or 0), max_len
+    )
     with torch.no_grad():
         golden = []
         for feeds in cases:
@@ -147,15 +160,29 @@ def run(src: str, cfg: Config, out: Path) -> dict[str, Any]:
     tokenizer = models.save_tokenizer(path, out)
     source = {"path": str(path), "sha256": artifacts.sha256_files([*weights, path / "config.json"])}
     manifest = artifacts.new_manifest(
-        cfg.task, source, model_type=config["model_type"], pooling=pooling if cfg.task ==
-        "feature-extraction" else None, inputs=inputs, outputs=outputs, max_length=max_len,
+        cfg.task,
+        source,
+        model_type=config["model_type"],
+        pooling=pooling if cfg.task == "feature-extraction" else None,
+        inputs=inputs,
+        outputs=outputs,
+        max_length=max_len,
         tokenizer_files=tokenizer,
     )
-    step = {"type": "export", "config": cfg.model_dump(), "parity": report,
-            "duration_s": round(export_s, 3), "external_data": external}
+    step = {
+        "type": "export",
+        "config": cfg.model_dump(),
+        "parity": report,
+        "duration_s": round(export_s, 3),
+        "external_data": external,
+    }
     artifacts.write_json(out / artifacts.MANIFEST, artifacts.append_step(manifest, step))
-    return {"parity_max_abs_diff": report["max_abs_diff"], "external_data": external,
-            "size_mb": round(artifacts.artifact_size(out) / 1e6, 2), "export_s": round(export_s, 2)}
+    return {
+        "parity_max_abs_diff": report["max_abs_diff"],
+        "external_data": external,
+        "size_mb": round(artifacts.artifact_size(out) / 1e6, 2),
+        "export_s": round(export_s, 2),
+    }
 
 
 def command(
@@ -174,6 +201,14 @@ def command(
     from edgeslim.pipeline import run_single
     from edgeslim.recipe import make_config
 
-    cfg = make_config(Config, task=task, pooling=pooling, opset=opset, exporter=exporter,
-                      external_data=external_data, atol=atol, allow_pickle=allow_pickle)
+    cfg = make_config(
+        Config,
+        task=task,
+        pooling=pooling,
+        opset=opset,
+        exporter=exporter,
+        external_data=external_data,
+        atol=atol,
+        allow_pickle=allow_pickle,
+    )
     run_single(model, cfg, output, force)

@@ -18,12 +18,16 @@ class Config(StepConfig):
 
 def to_markdown(report: dict[str, Any]) -> str:
     """The inspect report as Markdown (what the terminal shows, and inspect.md)."""
-    lines = [f"# {report['path']}", "",
-             f"- size: {report['size_bytes'] / 1e6:.2f} MB"
-             + (" (with external data)" if report["external_data"] else ""),
-             f"- parameters: {report['parameters']:,}",
-             f"- opset: {report['opset']}",
-             f"- nodes: {report['nodes']}", ""]
+    lines = [
+        f"# {report['path']}",
+        "",
+        f"- size: {report['size_bytes'] / 1e6:.2f} MB"
+        + (" (with external data)" if report["external_data"] else ""),
+        f"- parameters: {report['parameters']:,}",
+        f"- opset: {report['opset']}",
+        f"- nodes: {report['nodes']}",
+        "",
+    ]
     lines += ["| initializer dtype | bytes |", "|---|---:|"]
     lines += [f"| {k} | {v:,} |" for k, v in report["initializer_bytes"].items()]
     lines += ["", "| input/output | shape | dtype |", "|---|---|---|"]
@@ -39,9 +43,12 @@ def to_markdown(report: dict[str, Any]) -> str:
             lines.append(f"| {kind} | {v['found']}/{v['expected']} | {v['status']} |")
     if "manifest" in report:
         m = report["manifest"]
-        lines += ["", f"manifest: task {m['task']}, model_type {m['model_type']}, "
-                  f"source sha256 {str((m['source'] or {}).get('sha256'))[:12]}",
-                  "steps: " + " -> ".join(str(s["type"]) for s in m["steps"])]
+        lines += [
+            "",
+            f"manifest: task {m['task']}, model_type {m['model_type']}, "
+            f"source sha256 {str((m['source'] or {}).get('sha256'))[:12]}",
+            "steps: " + " -> ".join(str(s["type"]) for s in m["steps"]),
+        ]
         for s in m["steps"]:
             if "parity_max_abs_diff" in s:
                 lines.append(f"- {s['type']}: parity max abs diff {s['parity_max_abs_diff']:.2e}")
@@ -63,8 +70,11 @@ def run(src: Path, cfg: Config, out: Path) -> dict[str, Any]:
     (out / "inspect.md").write_text(to_markdown(report))
     step = {"type": "inspect", "config": cfg.model_dump(), "report": "inspect.json"}
     artifacts.write_json(out / artifacts.MANIFEST, artifacts.append_step(manifest, step))
-    return {"report": "inspect.md", "parameters": report["parameters"],
-            "size_mb": round(report["size_bytes"] / 1e6, 2)}
+    return {
+        "report": "inspect.md",
+        "parameters": report["parameters"],
+        "size_mb": round(report["size_bytes"] / 1e6, 2),
+    }
 
 
 def command(artifact: ArtifactArg, json_out: Json = False) -> None:

@@ -21,14 +21,18 @@ class Config(StepConfig):
 
     type: Literal["optimize"] = "optimize"
     opt_level: int = Field(
-        0, ge=0, le=2,
+        0,
+        ge=0,
+        le=2,
         description="onnxruntime graph optimizations on top of fusion (0 keeps the graph portable).",
     )
     require_full_fusion: bool = Field(False, description="Fail when any layer is left unfused.")
     fuse_attention: bool = Field(
-        True, description="Fuse attention (off keeps Q/K/V MatMuls, e.g. for weight-only quantization).")
+        True, description="Fuse attention (off keeps Q/K/V MatMuls, e.g. for weight-only quantization)."
+    )
     fuse_embeddings: bool = Field(
-        True, description="Fuse EmbedLayerNormalization (off keeps the Gather that quantizers handle).")
+        True, description="Fuse EmbedLayerNormalization (off keeps the Gather that quantizers handle)."
+    )
     atol: float = Field(1e-4, gt=0, description="Parity: absolute tolerance.")
     rtol: float = Field(1e-3, ge=0, description="Parity: relative tolerance.")
 
@@ -42,8 +46,9 @@ def shape_facts(config: dict[str, Any]) -> tuple[int, int]:
     return int(heads), int(hidden)
 
 
-def _fuse(src: Path, out: Path, arch: models.Arch, config: dict[str, Any], cfg: Config,
-          shape_inference: bool) -> dict[str, Any]:
+def _fuse(
+    src: Path, out: Path, arch: models.Arch, config: dict[str, Any], cfg: Config, shape_inference: bool
+) -> dict[str, Any]:
     """One pass of onnxruntime's fuser into `out`; returns the fusion report."""
     from collections import Counter
 
@@ -59,16 +64,23 @@ def _fuse(src: Path, out: Path, arch: models.Arch, config: dict[str, Any], cfg: 
     options.enable_embed_layer_norm = cfg.fuse_embeddings
     with ui.quiet_logs():
         fused = optimize_model(
-            str(src / artifacts.MODEL), model_type=arch.ort_model_type, num_heads=heads,
-            hidden_size=hidden, opt_level=cfg.opt_level, use_gpu=False,
+            str(src / artifacts.MODEL),
+            model_type=arch.ort_model_type,
+            num_heads=heads,
+            hidden_size=hidden,
+            opt_level=cfg.opt_level,
+            use_gpu=False,
             optimization_options=options,
         )
     for stale in artifacts.model_files(out):
         stale.unlink()
     external = len(artifacts.model_files(src)) > 1
     fused.save_model_to_file(str(out / artifacts.MODEL), use_external_data_format=external)
-    off = {k for k, on in (("attention", cfg.fuse_attention), ("embed_layer_norm", cfg.fuse_embeddings))
-           if not on}
+    off = {
+        k
+        for k, on in (("attention", cfg.fuse_attention), ("embed_layer_norm", cfg.fuse_embeddings))
+        if not on
+    }
     report = inspection.fusion_report(Counter(n.op_type for n in fused.model.graph.node), config, off)
     return {**report, "shape_inference": shape_inference}
 
@@ -91,40 +103,51 @@ def run(src: Path, cfg: Config, out: Path) -> dict[str, Any]:
     artifacts.copy_companions(src, out)
     report, check = _fuse(src, out, arch, config, cfg, shape_inference=False), None
     try:
-        check = parity.check_artifact(out / artifacts.MODEL, out / artifacts.REFERENCE,
-                                      cfg.atol, cfg.rtol)
+        check = parity.check_artifact(out / artifacts.MODEL, out / artifacts.REFERENCE, cfg.atol, cfg.rtol)
     except ParityError:
         report = {}
     if not report.get("full"):
         report = _fuse(src, out, arch, config, cfg, shape_inference=True)
-        check = parity.check_artifact(out / artifacts.MODEL, out / artifacts.REFERENCE,
-                                      cfg.atol, cfg.rtol)
+        check = parity.check_artifact(out / artifacts.MODEL, out / artifacts.REFERENCE, cfg.atol, cfg.rtol)
     duration = time.perf_counter() - start
     if not arch.fuses_attention:
-        report["note"] = (f"{config['model_type']}: onnxruntime has no fused attention for this "
-                          "architecture, so attention stays unfused")
+        report["note"] = (
+            f"{config['model_type']}: onnxruntime has no fused attention for this "
+            "architecture, so attention stays unfused"
+        )
     if cfg.require_full_fusion and not report["full"]:
-        missing = [f"{k} {v['found']}/{v['expected']}" for k, v in report["kinds"].items()
-                   if v["status"] in ("partial", "none")]
+        missing = [
+            f"{k} {v['found']}/{v['expected']}"
+            for k, v in report["kinds"].items()
+            if v["status"] in ("partial", "none")
+        ]
         raise ValidationFailed(
             f"fusion incomplete ({', '.join(missing)})"
             + (f": {report['note']}" if "note" in report else "")
             + "; drop --require-full-fusion to accept a partly fused graph"
         )
-    step = {"type": "optimize", "config": cfg.model_dump(), "fusion": report, "parity": check,
-            "duration_s": round(duration, 3)}
+    step = {
+        "type": "optimize",
+        "config": cfg.model_dump(),
+        "fusion": report,
+        "parity": check,
+        "duration_s": round(duration, 3),
+    }
     artifacts.write_json(out / artifacts.MANIFEST, artifacts.append_step(manifest, step))
-    coverage = {k: f"{v['found']}/{v['expected']}" for k, v in report["kinds"].items()
-                if v["status"] != "n/a"}
-    return {"fusion": coverage, "parity_max_abs_diff": check["max_abs_diff"] if check else None,
-            "size_mb": round(artifacts.artifact_size(out) / 1e6, 2)}
+    coverage = {
+        k: f"{v['found']}/{v['expected']}" for k, v in report["kinds"].items() if v["status"] != "n/a"
+    }
+    return {
+        "fusion": coverage,
+        "parity_max_abs_diff": check["max_abs_diff"] if check else None,
+        "size_mb": round(artifacts.artifact_size(out) / 1e6, 2),
+    }
 
 
 def command(
     artifact: ArtifactArg,
     output: Output,
-    require_full_fusion: Annotated[
-        bool, typer.Option(help="Fail when any layer is left unfused.")] = False,
+    require_full_fusion: Annotated[bool, typer.Option(help="Fail when any layer is left unfused.")] = False,
     opt_level: Annotated[int, typer.Option(help="Extra onnxruntime graph optimizations (0-2).")] = 0,
     fuse_attention: Annotated[bool, typer.Option(help="Fuse attention.")] = True,
     fuse_embeddings: Annotated[bool, typer.Option(help="Fuse the embedding LayerNorm.")] = True,
@@ -135,6 +158,12 @@ def command(
     from edgeslim.pipeline import run_single
     from edgeslim.recipe import make_config
 
-    cfg = make_config(Config, require_full_fusion=require_full_fusion, opt_level=opt_level,
-                      fuse_attention=fuse_attention, fuse_embeddings=fuse_embeddings, atol=atol)
+    cfg = make_config(
+        Config,
+        require_full_fusion=require_full_fusion,
+        opt_level=opt_level,
+        fuse_attention=fuse_attention,
+        fuse_embeddings=fuse_embeddings,
+        atol=atol,
+    )
     run_single(artifact, cfg, output, force)

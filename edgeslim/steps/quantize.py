@@ -40,12 +40,14 @@ class Config(StepConfig):
     label_column: str | None = Field(None, description="Label column of the --eval file.")
     data_dir: Path | None = Field(None, description="Where built-in datasets live.")
     method: Literal["minmax", "entropy", "percentile", "distribution"] = Field(
-        "minmax", description="static: calibration method.")
+        "minmax", description="static: calibration method."
+    )
     format: Literal["qdq", "qoperator"] = Field("qdq", description="static: graph format.")
     activation_type: Literal["U8", "S8"] | None = Field(None, description="static: activation type.")
     symmetric_activations: bool = Field(False, description="static: symmetric activation ranges.")
     keep_post_gelu_fp32: bool = Field(
-        True, description="static: MatMuls fed by GELU stay fp32 (long-tailed inputs quantize badly).")
+        True, description="static: MatMuls fed by GELU stay fp32 (long-tailed inputs quantize badly)."
+    )
     bits: Literal[2, 4, 8] = Field(4, description="weight-only: bits per weight.")
     block_size: int = Field(32, ge=16, description="weight-only: weights per scale block.")
     symmetric: bool = Field(True, description="weight-only: symmetric blocks (no zero point).")
@@ -56,7 +58,8 @@ class Config(StepConfig):
     max_drop: float | None = Field(None, ge=0, description="Max metric drop; excludes nodes to meet it.")
     eval: str | None = Field(None, description="Labelled data for --max-drop.")
     max_fp32_nodes: int | None = Field(
-        None, ge=0, description="--max-drop: keep at most this many nodes fp32.")
+        None, ge=0, description="--max-drop: keep at most this many nodes fp32."
+    )
     eval_size: int | None = Field(None, gt=0, description="Limit --eval samples.")
 
 
@@ -70,20 +73,27 @@ def _check_input(src: Path, manifest: dict[str, Any], cfg: Config) -> list[str]:
         raise InputError(f"{src} is already quantized: quantize the fp32 (optimized) artifact instead")
     config = json.loads((src / "config.json").read_text())
     if cfg.quantize_embeddings and "EmbedLayerNormalization" in ops:
-        raise InputError("the embedding tables are fused into EmbedLayerNormalization, which has no "
-                         "quantized form: optimize with --no-fuse-embeddings (recipe: "
-                         "fuse_embeddings: false), then quantize with --embeddings")
+        raise InputError(
+            "the embedding tables are fused into EmbedLayerNormalization, which has no "
+            "quantized form: optimize with --no-fuse-embeddings (recipe: "
+            "fuse_embeddings: false), then quantize with --embeddings"
+        )
     if cfg.mode == "weight-only" and cfg.algorithm == "hqq" and cfg.quantize_embeddings:
-        raise InputError("onnxruntime's HQQ does not quantize embeddings (Gather): "
-                         "use --algorithm rtn with --embeddings")
+        raise InputError(
+            "onnxruntime's HQQ does not quantize embeddings (Gather): use --algorithm rtn with --embeddings"
+        )
     notes = []
     if cfg.mode == "weight-only" and "Attention" in ops:
-        notes.append("fused Attention keeps its Q/K/V weights in fp32 (MatMulNBits covers MatMul "
-                     "only): for the smallest file, optimize with --no-fuse-attention first")
+        notes.append(
+            "fused Attention keeps its Q/K/V weights in fp32 (MatMulNBits covers MatMul "
+            "only): for the smallest file, optimize with --no-fuse-attention first"
+        )
     fused = {"Attention", "SkipLayerNormalization"} & ops
     if cfg.mode in ("dynamic", "static") and models.arch_of(config).fuses_attention and not fused:
-        notes.append("input is not optimized: run 'edgeslim optimize' first; fused Attention and "
-                     "LayerNorm make int8 faster and quantize more accurately")
+        notes.append(
+            "input is not optimized: run 'edgeslim optimize' first; fused Attention and "
+            "LayerNorm make int8 faster and quantize more accurately"
+        )
     return notes
 
 
@@ -98,8 +108,16 @@ def _quantizer(src: Path, cfg: Config, work: Path, defaults: dict[str, Any], ext
         return lambda exclude, dst: quantization.fp16(src / artifacts.MODEL, dst, cfg.keep_io_types, external)
     if cfg.mode == "weight-only":
         return lambda exclude, dst: quantization.weight_only(
-            src / artifacts.MODEL, dst, cfg.bits, cfg.block_size, cfg.symmetric, cfg.algorithm,
-            cfg.quantize_embeddings, base + exclude, external)
+            src / artifacts.MODEL,
+            dst,
+            cfg.bits,
+            cfg.block_size,
+            cfg.symmetric,
+            cfg.algorithm,
+            cfg.quantize_embeddings,
+            base + exclude,
+            external,
+        )
     pre = work / "preprocessed.onnx"
     quantization.preprocess(src / artifacts.MODEL, pre, external)
     # Gemm: the classification heads (2-D inputs) export as Gemm rather than MatMul.
@@ -107,25 +125,48 @@ def _quantizer(src: Path, cfg: Config, work: Path, defaults: dict[str, Any], ext
     if cfg.mode == "dynamic":
         op_types += ["Attention"] if cfg.quantize_attention else []
         op_types = [o for o in op_types if o not in cfg.exclude_op_types]
-        return lambda exclude, dst: quantization.dynamic(pre, dst, op_types, per_channel, reduce_range,
-                                                         base + exclude, external)
+        return lambda exclude, dst: quantization.dynamic(
+            pre, dst, op_types, per_channel, reduce_range, base + exclude, external
+        )
     op_types = [o for o in op_types if o not in cfg.exclude_op_types]
     examples = data.load(cfg.calib, cfg.text_column, cfg.pair_column, None, cfg.data_dir)
     if len(examples) < cfg.calib_size:
-        ui.note(f"warning: {cfg.calib} has {len(examples)} samples, fewer than --calib-size "
-                f"{cfg.calib_size}; calibrating on all of them")
+        ui.note(
+            f"warning: {cfg.calib} has {len(examples)} samples, fewer than --calib-size "
+            f"{cfg.calib_size}; calibrating on all of them"
+        )
     manifest = artifacts.read_manifest(src)
-    batches = data.batches(src, examples.head(cfg.calib_size), cfg.calib_batch_size,
-                           int(manifest.get("max_length", 512)))
+    batches = data.batches(
+        src, examples.head(cfg.calib_size), cfg.calib_batch_size, int(manifest.get("max_length", 512))
+    )
     total = -(-min(len(examples), cfg.calib_size) // cfg.calib_batch_size)
-    ranges = quantization.calibrate(pre, ui.progress(batches, total, f"calibrating ({cfg.method})"),
-                                    cfg.method, op_types, cfg.symmetric_activations, external, work)
+    ranges = quantization.calibrate(
+        pre,
+        ui.progress(batches, total, f"calibrating ({cfg.method})"),
+        cfg.method,
+        op_types,
+        cfg.symmetric_activations,
+        external,
+        work,
+    )
     activation = cfg.activation_type or str(defaults["activation_type"])
     if cfg.keep_post_gelu_fp32:
         base += _post_gelu_matmuls(pre)
     return lambda exclude, dst: quantization.static(
-        pre, dst, ranges, cfg.format, op_types, per_channel, reduce_range, activation,
-        str(defaults["weight_type"]), cfg.symmetric_activations, base + exclude, external, work)
+        pre,
+        dst,
+        ranges,
+        cfg.format,
+        op_types,
+        per_channel,
+        reduce_range,
+        activation,
+        str(defaults["weight_type"]),
+        cfg.symmetric_activations,
+        base + exclude,
+        external,
+        work,
+    )
 
 
 def _post_gelu_matmuls(model: Path) -> list[str]:
@@ -161,8 +202,10 @@ def run(src: Path, cfg: Config, out: Path) -> dict[str, Any]:
         if warning:
             notes.append(warning)
     if cfg.mode == "weight-only":
-        notes.append("weight-only is a size win, not a speed win, on CPU: MatMulNBits was not faster "
-                     "than fp32 at b1 s128 here")
+        notes.append(
+            "weight-only is a size win, not a speed win, on CPU: MatMulNBits was not faster "
+            "than fp32 at b1 s128 here"
+        )
     if cfg.mode == "fp16" and target.arch in ("x86", "arm"):
         notes.append("fp16 targets GPU execution providers; on the CPU provider it is usually slower")
     evaluation_set = budget.load_eval(src, cfg) if cfg.max_drop is not None else None
@@ -182,23 +225,42 @@ def run(src: Path, cfg: Config, out: Path) -> dict[str, Any]:
     artifacts.copy_companions(src, out)
     examples = data.load(cfg.fidelity_data, cfg.text_column, cfg.pair_column, None, cfg.data_dir)
     feeds = evaluation.feeds_for(src, examples.head(cfg.fidelity_size))
-    fidelity = evaluation.compare(evaluation.outputs(src / artifacts.MODEL, feeds),
-                                  evaluation.outputs(out / artifacts.MODEL, feeds), feeds)
-    layers = quantization.layer_sqnr(src / artifacts.MODEL, out / artifacts.MODEL, feeds[:2],
-                                     10 if cfg.mode == "fp16" else 1)
+    fidelity = evaluation.compare(
+        evaluation.outputs(src / artifacts.MODEL, feeds),
+        evaluation.outputs(out / artifacts.MODEL, feeds),
+        feeds,
+    )
+    layers = quantization.layer_sqnr(
+        src / artifacts.MODEL, out / artifacts.MODEL, feeds[:2], 10 if cfg.mode == "fp16" else 1
+    )
     size, size_src = artifacts.artifact_size(out), artifacts.artifact_size(src)
-    step = {"type": "quantize", "config": cfg.model_dump(mode="json"), "hardware": target.name,
-            "defaults": defaults, "notes": notes, "fidelity": fidelity, "layer_sqnr": layers,
-            "fidelity_data": {"name": cfg.fidelity_data, "n": min(len(examples), cfg.fidelity_size)},
-            "size_bytes": size, "size_ratio": round(size / size_src, 4), "search": search,
-            "duration_s": round(duration, 3)}
+    step = {
+        "type": "quantize",
+        "config": cfg.model_dump(mode="json"),
+        "hardware": target.name,
+        "defaults": defaults,
+        "notes": notes,
+        "fidelity": fidelity,
+        "layer_sqnr": layers,
+        "fidelity_data": {"name": cfg.fidelity_data, "n": min(len(examples), cfg.fidelity_size)},
+        "size_bytes": size,
+        "size_ratio": round(size / size_src, 4),
+        "search": search,
+        "duration_s": round(duration, 3),
+    }
     artifacts.write_json(out / artifacts.MANIFEST, artifacts.append_step(manifest, step))
-    summary: dict[str, Any] = {"mode": cfg.mode, "hardware": target.name,
-                               "size_mb": round(size / 1e6, 2), "size_ratio": step["size_ratio"],
-                               **{f"{k}.{m}": v for k, e in fidelity.items() for m, v in e.items()}}
+    summary: dict[str, Any] = {
+        "mode": cfg.mode,
+        "hardware": target.name,
+        "size_mb": round(size / 1e6, 2),
+        "size_ratio": step["size_ratio"],
+        **{f"{k}.{m}": v for k, e in fidelity.items() for m, v in e.items()},
+    }
     if layers:
-        ui.note("per-layer SQNR vs fp32 (dB): "
-                + ", ".join(f"{_layer_label(r['tensor'])} {r['sqnr_db']}" for r in layers))
+        ui.note(
+            "per-layer SQNR vs fp32 (dB): "
+            + ", ".join(f"{_layer_label(r['tensor'])} {r['sqnr_db']}" for r in layers)
+        )
     worst = min(layers, key=lambda r: r["sqnr_db"], default=None)
     if worst:
         summary["worst_layer"] = f"{worst['tensor']} ({worst['sqnr_db']} dB)"
@@ -207,7 +269,8 @@ def run(src: Path, cfg: Config, out: Path) -> dict[str, Any]:
         if not search["met"]:
             summary["budget_not_met"] = (
                 f"accuracy drop {search['drop']:.4f} > --max-drop {cfg.max_drop} even with "
-                f"{len(search['excluded'])} nodes in fp32; wrote the best artifact found")
+                f"{len(search['excluded'])} nodes in fp32; wrote the best artifact found"
+            )
     return summary
 
 
@@ -228,10 +291,12 @@ def command(
     bits: Annotated[int, typer.Option(help="weight-only bits: 2, 4 or 8.")] = 4,
     block_size: Annotated[int, typer.Option(help="weight-only block size.")] = 32,
     algorithm: Annotated[str, typer.Option(help="weight-only: rtn or hqq.")] = "rtn",
-    symmetric: Annotated[bool, typer.Option("--symmetric/--asymmetric",
-                                            help="weight-only: blocks without/with zero point.")] = True,
-    keep_io_types: Annotated[bool, typer.Option("--keep-io-types/--fp16-io",
-                                                help="fp16: keep fp32 inputs and outputs.")] = True,
+    symmetric: Annotated[
+        bool, typer.Option("--symmetric/--asymmetric", help="weight-only: blocks without/with zero point.")
+    ] = True,
+    keep_io_types: Annotated[
+        bool, typer.Option("--keep-io-types/--fp16-io", help="fp16: keep fp32 inputs and outputs.")
+    ] = True,
     text_column: Annotated[str | None, typer.Option(help="Text column of data files.")] = None,
     pair_column: Annotated[str | None, typer.Option(help="Pair column of data files.")] = None,
     label_column: Annotated[str | None, typer.Option(help="Label column of --eval.")] = None,
@@ -246,15 +311,31 @@ def command(
     from edgeslim.pipeline import run_single
     from edgeslim.recipe import make_config
 
-    cfg = make_config(Config, mode=mode, per_channel=per_channel, reduce_range=reduce_range,
-                      quantize_embeddings=embeddings, exclude_nodes=tuple(exclude or ()),
-                      exclude_op_types=tuple(exclude_op or ()), calib=calib, calib_size=calib_size,
-                      method=method, format=fmt, activation_type=activation_type, bits=bits,
-                      block_size=block_size, algorithm=algorithm, symmetric=symmetric,
-                      keep_io_types=keep_io_types, text_column=text_column,
-                      pair_column=pair_column, label_column=label_column, max_drop=max_drop,
-                      eval=eval_data, max_fp32_nodes=max_fp32_nodes, fidelity_data=fidelity_data,
-                      data_dir=data_dir)
+    cfg = make_config(
+        Config,
+        mode=mode,
+        per_channel=per_channel,
+        reduce_range=reduce_range,
+        quantize_embeddings=embeddings,
+        exclude_nodes=tuple(exclude or ()),
+        exclude_op_types=tuple(exclude_op or ()),
+        calib=calib,
+        calib_size=calib_size,
+        method=method,
+        format=fmt,
+        activation_type=activation_type,
+        bits=bits,
+        block_size=block_size,
+        algorithm=algorithm,
+        symmetric=symmetric,
+        keep_io_types=keep_io_types,
+        text_column=text_column,
+        pair_column=pair_column,
+        label_column=label_column,
+        max_drop=max_drop,
+        eval=eval_data,
+        max_fp32_nodes=max_fp32_nodes,
+        fidelity_data=fidelity_data,
+        data_dir=data_dir,
+    )
     run_single(artifact, cfg, output, force)
-
-

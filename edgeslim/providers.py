@@ -1,0 +1,112 @@
+"""Execution providers: names, availability checks that fail loudly, per-node placement.
+
+onnxruntime only warns and silently runs on CPU when asked for an absent provider; edgeslim
+refuses instead, naming what to install, and disables the CPU fallback for non-CPU providers
+(`session.disable_cpu_ep_fallback`) so a graph that would partly fall back fails visibly.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from edgeslim.errors import InputError, ProviderUnavailable
+
+PROVIDERS: dict[str, tuple[str, str]] = {
+    # short name: (onnxruntime provider, what to install)
+    "cpu": ("CPUExecutionProvider", "onnxruntime"),
+    "cuda": ("CUDAExecutionProvider", "pip install 'edgeslim[gpu]' (onnxruntime-gpu) on a machine with CUDA"),
+    "tensorrt": (
+        "TensorrtExecutionProvider",
+        "pip install 'edgeslim[gpu]' (onnxruntime-gpu) with TensorRT libraries",
+    ),
+    "openvino": (
+        "OpenVINOExecutionProvider",
+        "onnxruntime-openvino in its own environment (it ships its own onnxruntime module): "
+        "see tools/bench_openvino.sh",
+    ),
+    "dnnl": ("DnnlExecutionProvider", "an onnxruntime build with oneDNN"),
+    "xnnpack": ("XnnpackExecutionProvider", "an onnxruntime build with XNNPACK"),
+    "coreml": ("CoreMLExecutionProvider", "onnxruntime on macOS"),
+    "directml": ("DmlExecutionProvider", "onnxruntime-directml on Windows"),
+    "qnn": ("QNNExecutionProvider", "onnxruntime-qnn"),
+}
+
+
+def resolve(ep: str) -> str:
+    """Short name (cpu, cuda, ...) -> available onnxruntime provider name, or a loud error."""
+    import onnxruntime as ort
+
+    if ep not in PROVIDERS:
+        raise InputError(f"unknown execution provider '{ep}': choose one of {', '.join(PROVIDERS)}")
+    name, install = PROVIDERS[ep]
+    available = ort.get_available_providers()
+    if name in available:
+        return name
+    for device in _plugin_devices():
+        if device.ep_name == name:
+            return name
+    raise ProviderUnavailable(
+        f"{name} is not available in onnxruntime {ort.__version__} (available: {', '.join(available)}): "
+        f"to use it, install {install.removeprefix('pip install ')}"
+    )
+
+
+def _plugin_devices() -> list[Any]:
+    import onnxruntime as ort
+
+    get = getattr(ort, "get_ep_devices", None)
+    return list(get()) if get else []
+
+
+def register_plugin(name: str, library: Path) -> str:
+    """Register a plugin EP library (onnxruntime-ep-* packages); it must find a device."""
+    import onnxruntime as ort
+
+    if not library.exists():
+        raise InputError(f"EP library {library} not found")
+    ort.register_execution_provider_library(name, str(library))
+    devices = [d for d in _plugin_devices() if d.ep_name == name]
+    if not devices:
+        raise ProviderUnavailable(
+            f"plugin EP '{name}' registered but found no device on this machine "
+            "(e.g. the OpenVINO plugin accepts Intel devices only)"
+        )
+    return name
+
+
+def session_options(ep: str, threads: int) -> Any:
+    """SessionOptions for `ep`: threads, spinning off, no silent CPU fallback for other EPs."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if ep != "CPUExecutionProvider":
+        options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+    return options
+
+
+def node_placement(model: Path, ep: str, feeds: dict[str, Any]) -> dict[str, int]:
+    """Nodes per execution provider, from one profiled run (a partial fall-back shows here)."""
+    import tempfile
+
+    import onnxruntime as ort
+
+    options = session_options(ep, 1)
+    with tempfile.TemporaryDirectory() as tmp:
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(tmp) / "profile")
+        sess = ort.InferenceSession(str(model), options, providers=[ep])
+        names = {i.name for i in sess.get_inputs()}
+        sess.run(None, {k: v for k, v in feeds.items() if k in names})
+        events = json.loads(Path(sess.end_profiling()).read_text())
+    placed: dict[str, set[str]] = {}
+    for event in events:
+        args = event.get("args", {})
+        if event.get("cat") == "Node" and "provider" in args:
+            placed.setdefault(args["provider"], set()).add(event["name"].removesuffix("_kernel_time"))
+    return {provider: len(nodes) for provider, nodes in sorted(placed.items())}

@@ -1,0 +1,140 @@
+"""bench: latency/throughput/memory of artifacts on an execution provider, interleaved."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+from pydantic import Field
+
+from edgeslim import artifacts
+from edgeslim.errors import InputError
+from edgeslim.options import Json
+from edgeslim.steps import StepConfig
+
+
+class Config(StepConfig):
+    """Grid and measurement settings."""
+
+    type: Literal["bench"] = "bench"
+    ep: str = Field("cpu", description="Execution provider: cpu, cuda, tensorrt, openvino, ...")
+    threads: tuple[int, ...] = Field((1, 2), min_length=1, description="Intra-op thread counts.")
+    batch: tuple[int, ...] = Field((1, 8), min_length=1, description="Batch sizes.")
+    seq: tuple[int, ...] = Field((32, 128), min_length=1, description="Sequence lengths.")
+    runs: int = Field(50, ge=5, description="Timed runs per model and grid cell.")
+    warmup: int = Field(5, ge=0, description="Untimed runs first.")
+    time_budget_s: float = Field(0.0, ge=0, description="Stop a cell after this long (0: use runs).")
+
+
+def measure(paths: list[Path], cfg: Config) -> dict[str, Any]:
+    """Bench artifact directories (or .onnx files); names are the directory names."""
+    from edgeslim import bench
+
+    models: dict[str, Path] = {}
+    for path in paths:
+        model = path / artifacts.MODEL if path.is_dir() else path
+        if not model.exists():
+            raise InputError(f"{path} has no {artifacts.MODEL}: give artifact directories or .onnx files")
+        if model.read_bytes()[:1] not in (b"\x08",):  # every ONNX ModelProto starts with ir_version
+            raise InputError(f"{model} is not an ONNX file")
+        name = path.name if path.is_dir() else path.stem
+        models[name if name not in models else str(path)] = model
+    return bench.run_grid(
+        models,
+        cfg.ep,
+        list(cfg.threads),
+        list(cfg.batch),
+        list(cfg.seq),
+        cfg.runs,
+        cfg.warmup,
+        cfg.time_budget_s,
+    )
+
+
+def run(src: Path, cfg: Config, out: Path) -> dict[str, Any]:
+    """Carry `src` into `out` with bench.json; the manifest records the headline cell."""
+    result = measure([src], cfg)
+    artifacts.copy_companions(src, out, skip_model=False)
+    artifacts.write_json(out / "bench.json", result)
+    manifest = artifacts.read_manifest(src)
+    manifest["metrics"] = {**manifest.get("metrics", {}), "bench": result["cells"]}
+    step = {"type": "bench", "config": cfg.model_dump(mode="json"), "report": "bench.json"}
+    artifacts.write_json(out / artifacts.MANIFEST, artifacts.append_step(manifest, step))
+    return {
+        f"t{c['threads']} b{c['batch']} s{c['seq']}": f"{c['median_ms']} ms (p90 {c['p90_ms']})"
+        for c in result["cells"]
+    }
+
+
+def _ints(text: str, option: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise InputError(f"{option} takes comma-separated integers, e.g. 1,2 (got '{text}')") from None
+
+
+def command(
+    paths: Annotated[list[Path], typer.Argument(help="Artifact directories (first = baseline).")],
+    ep: Annotated[str, typer.Option(help="cpu, cuda, tensorrt, openvino, dnnl, ...")] = "cpu",
+    threads: Annotated[str, typer.Option(help="Thread counts, e.g. 1,2.")] = "1,2",
+    batch: Annotated[str, typer.Option(help="Batch sizes, e.g. 1,8.")] = "1,8",
+    seq: Annotated[str, typer.Option(help="Sequence lengths, e.g. 32,128.")] = "32,128",
+    runs: Annotated[int, typer.Option(help="Timed runs per cell and model.")] = 50,
+    warmup: Annotated[int, typer.Option(help="Untimed warmup runs.")] = 5,
+    time_budget: Annotated[float, typer.Option(help="Seconds per cell (0: use --runs).")] = 0.0,
+    ep_library: Annotated[str | None, typer.Option(help="Register a plugin EP: NAME=PATH.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Write the results JSON here.")] = None,
+    json_out: Json = False,
+) -> None:
+    """Measure latency, throughput and memory; several artifacts run interleaved, with ratio CIs."""
+    import json
+
+    from edgeslim import providers
+    from edgeslim.recipe import make_config
+
+    if ep_library:
+        name, _, library = ep_library.partition("=")
+        ep = next(
+            (
+                k
+                for k, v in providers.PROVIDERS.items()
+                if v[0] == providers.register_plugin(name, Path(library))
+            ),
+            ep,
+        )
+    cfg = make_config(
+        Config,
+        ep=ep,
+        threads=_ints(threads, "--threads"),
+        batch=_ints(batch, "--batch"),
+        seq=_ints(seq, "--seq"),
+        runs=runs,
+        warmup=warmup,
+        time_budget_s=time_budget,
+    )
+    result = measure(paths, cfg)
+    if out:
+        artifacts.write_json(out, result)
+    if json_out:
+        print(json.dumps(result, indent=2))
+        return
+    print(table(result))
+
+
+def table(result: dict[str, Any]) -> str:
+    """Markdown table of a bench result."""
+    lines = [
+        f"EP {result['ep']}, baseline {result['baseline']}, placement {result['placement']}",
+        "",
+        "| model | threads | batch | seq | median ms | p90 ms | p99 ms | seq/s | speedup (95% CI) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for c in result["cells"]:
+        low, high = c["speedup_ci95"]
+        lines.append(
+            f"| {c['model']} | {c['threads']} | {c['batch']} | {c['seq']} | {c['median_ms']} | "
+            f"{c['p90_ms']} | {c['p99_ms']} | {c['throughput_seq_s']} | "
+            f"{c['speedup_vs_baseline']} ({low}-{high}) |"
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,86 @@
+"""gate: check an artifact against budgets; exit 0 when all pass, 6 when any fails."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+from pydantic import Field
+
+from edgeslim import artifacts, gate
+from edgeslim.errors import BudgetNotMet
+from edgeslim.options import ArtifactArg, Json
+from edgeslim.steps import StepConfig
+
+
+class Config(StepConfig):
+    """The budgets, inline (recipe) or from a file."""
+
+    type: Literal["gate"] = "gate"
+    budgets: gate.Budgets | None = Field(None, description="Budgets inline.")
+    budgets_file: Path | None = Field(None, description="Budgets YAML file.")
+
+
+def _budgets(cfg: Config) -> gate.Budgets:
+    from edgeslim.errors import InputError
+
+    if (cfg.budgets is None) == (cfg.budgets_file is None):
+        raise InputError("gate needs exactly one of budgets (inline) or budgets_file")
+    return cfg.budgets if cfg.budgets is not None else gate.load(cfg.budgets_file)  # type: ignore[arg-type]
+
+
+def publish(rows: list[dict[str, Any]], junit: Path | None) -> str:
+    """Write JUnit XML and the GitHub step summary when asked; return the table."""
+    text = gate.table(rows)
+    if junit:
+        gate.junit(rows, junit)
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        with open(summary, "a", encoding="utf-8") as handle:
+            handle.write("## edgeslim gate\n\n" + text + "\n")
+    return text
+
+
+def _failed(rows: list[dict[str, Any]]) -> str:
+    names = [r["budget"] for r in rows if not r["passed"]]
+    return f"{len(names)} budget(s) failed: {', '.join(names)}" if names else ""
+
+
+def run(src: Path, cfg: Config, out: Path) -> dict[str, Any]:
+    """Carry `src` into `out` with gate.json; a failed budget fails the recipe after writing."""
+    rows = gate.check(src, _budgets(cfg))
+    artifacts.copy_companions(src, out, skip_model=False)
+    artifacts.write_json(out / "gate.json", {"passed": all(r["passed"] for r in rows), "budgets": rows})
+    manifest = artifacts.read_manifest(src)
+    step = {"type": "gate", "config": cfg.model_dump(mode="json"), "budgets": rows}
+    artifacts.write_json(out / artifacts.MANIFEST, artifacts.append_step(manifest, step))
+    print(publish(rows, None))
+    summary: dict[str, Any] = {
+        "passed": sum(r["passed"] for r in rows),
+        "failed": sum(not r["passed"] for r in rows),
+    }
+    if _failed(rows):
+        summary["budget_not_met"] = _failed(rows)
+    return summary
+
+
+def command(
+    artifact: ArtifactArg,
+    budgets: Annotated[Path, typer.Option("--budgets", help="Budgets YAML file.")],
+    junit: Annotated[Path | None, typer.Option("--junit", help="Write JUnit XML here.")] = None,
+    json_out: Json = False,
+) -> None:
+    """Check an artifact against size, latency, accuracy and fusion budgets (exit 6 on failure)."""
+    import json
+
+    rows = gate.check(artifact, gate.load(budgets))
+    text = publish(rows, junit)
+    print(
+        json.dumps({"passed": all(r["passed"] for r in rows), "budgets": rows}, indent=2)
+        if json_out
+        else text
+    )
+    if _failed(rows):
+        raise BudgetNotMet(_failed(rows))
