@@ -27,6 +27,7 @@ STEP_MODULES: tuple[str, ...] = (
     "evaluate",
     "benchmark",
     "gate",
+    "report",
     "inspect",
 )
 

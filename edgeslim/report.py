@@ -1,0 +1,244 @@
+"""Reports: report.json (versioned, validated when read back), report.md, a self-contained
+report.html with embedded PNG plots (latency distributions, accuracy-latency-size Pareto)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edgeslim import artifacts
+from edgeslim.errors import InputError
+
+SCHEMA = "edgeslim.report/1"
+
+
+class Entry(BaseModel):
+    """One artifact in a report."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    path: str
+    task: str | None
+    size_mb: float
+    parameters: int
+    steps: list[str]
+    quantization: str | None = None
+    metrics: dict[str, float] = {}
+    fidelity: dict[str, dict[str, float]] = {}
+    latency: dict[str, dict[str, Any]] = {}
+    gate: list[dict[str, Any]] = []
+
+
+class Report(BaseModel):
+    """The whole report; `schema` names its version."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    schema_name: Literal["edgeslim.report/1"] = Field(SCHEMA, alias="schema")
+    created: str
+    environment: dict[str, Any]
+    primary_metric: str | None
+    latency_cell: str | None
+    artifacts: list[Entry]
+    plots: list[str] = []
+
+
+def read(path: Path) -> Report:
+    """Read and validate a report.json."""
+    try:
+        return Report.model_validate(json.loads(path.read_text()))
+    except (json.JSONDecodeError, ValidationError) as exc:
+        raise InputError(f"{path} is not a valid {SCHEMA} report ({str(exc).splitlines()[0]})") from None
+
+
+def entry(directory: Path, bench_cells: list[dict[str, Any]]) -> Entry:
+    """Collect what the manifest and inspection know about one artifact."""
+    from edgeslim import inspection
+
+    manifest = artifacts.read_manifest(directory)
+    info = inspection.inspect(directory)
+    metrics: dict[str, float] = {}
+    for data, result in manifest.get("metrics", {}).items():
+        if isinstance(result, dict) and "metrics" in result:
+            metrics.update({f"{data}:{k}": v["value"] for k, v in result["metrics"].items()})
+    quant = next((s for s in manifest["steps"] if s["type"] == "quantize"), None)
+    fidelity = {k: {m: float(v) for m, v in e.items()} for k, e in (quant or {}).get("fidelity", {}).items()}
+    gate = next((s["budgets"] for s in reversed(manifest["steps"]) if s["type"] == "gate"), [])
+    latency = {f"t{c['threads']}b{c['batch']}s{c['seq']}": c for c in bench_cells}
+    return Entry(
+        name=directory.name,
+        path=str(directory),
+        task=manifest.get("task"),
+        size_mb=round(info["size_bytes"] / 1e6, 3),
+        parameters=info["parameters"],
+        steps=[s["type"] for s in manifest["steps"]],
+        quantization=quant["config"]["mode"] if quant else None,
+        metrics=metrics,
+        fidelity=fidelity,
+        latency=latency,
+        gate=gate,
+    )
+
+
+def build(entries: list[Entry], environment: dict[str, Any]) -> Report:
+    """A report over entries, choosing the metric and latency cell they all share."""
+    common = set.intersection(*(set(e.metrics) for e in entries)) if entries else set()
+    cells = set.intersection(*(set(e.latency) for e in entries)) if entries else set()
+    preferred = [c for c in ("t1b1s128", "t2b1s128") if c in cells]
+    return Report(
+        schema=SCHEMA,
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        environment=environment,
+        primary_metric=sorted(common)[0] if common else None,
+        latency_cell=(preferred or sorted(cells) or [None])[0],
+        artifacts=entries,
+    )
+
+
+def _png(figure: Any) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def plots(report: Report) -> dict[str, bytes]:
+    """PNG bytes by file name: latency distributions and the Pareto chart."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    images: dict[str, bytes] = {}
+    cell = report.latency_cell
+    if cell:
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        samples = [
+            e.latency[cell].get("samples_ms", [e.latency[cell]["median_ms"]]) for e in report.artifacts
+        ]
+        ax.boxplot(samples, showfliers=True)
+        ax.set_xticks(range(1, len(samples) + 1), [e.name for e in report.artifacts], rotation=20)
+        ax.set_ylabel("latency (ms)")
+        ax.set_title(f"Latency distribution ({cell})")
+        images["latency.png"] = _png(fig)
+        plt.close(fig)
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        xs = [e.latency[cell]["median_ms"] for e in report.artifacts]
+        ys = [_quality(e, report.primary_metric) for e in report.artifacts]
+        sizes = [e.size_mb for e in report.artifacts]
+        ax.scatter(xs, ys, s=[30 + 4 * s for s in sizes], alpha=0.6)
+        for e, x, y, s in zip(report.artifacts, xs, ys, sizes, strict=True):
+            ax.annotate(
+                f"{e.name} ({s:.0f} MB)", (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8
+            )
+        front = _pareto(xs, ys)
+        ax.plot([xs[i] for i in front], [ys[i] for i in front], "r--", linewidth=1, label="Pareto front")
+        ax.set_xlabel(f"median latency (ms, {cell})")
+        ax.set_ylabel(report.primary_metric or "embedding cosine vs fp32")
+        ax.set_title("Accuracy vs latency (marker area ~ size)")
+        ax.legend()
+        images["pareto.png"] = _png(fig)
+        plt.close(fig)
+    return images
+
+
+def _quality(entry: Entry, metric: str | None) -> float:
+    if metric:
+        return entry.metrics[metric]
+    for output in ("sentence_embedding", "logits"):
+        if output in entry.fidelity:
+            return entry.fidelity[output].get(
+                "cosine_mean", entry.fidelity[output].get("top1_agreement", 1.0)
+            )
+    return 1.0
+
+
+def _pareto(xs: list[float], ys: list[float]) -> list[int]:
+    """Indices not dominated (lower latency and higher quality), sorted by latency."""
+    order = sorted(range(len(xs)), key=lambda i: (xs[i], -ys[i]))
+    front, best = [], float("-inf")
+    for i in order:
+        if ys[i] > best:
+            front.append(i)
+            best = ys[i]
+    return front
+
+
+def markdown(report: Report) -> str:
+    """report.md."""
+    cell = report.latency_cell
+    head = "| artifact | steps | size MB | params | " + (
+        f"{report.primary_metric} | " if report.primary_metric else ""
+    )
+    head += f"median ms ({cell}) | p90 ms |" if cell else "|"
+    lines = [
+        "# edgeslim report",
+        "",
+        f"created {report.created}",
+        "",
+        head,
+        "|" + "---|" * (head.count("|") - 1),
+    ]
+    for e in report.artifacts:
+        row = f"| {e.name} | {' → '.join(e.steps)} | {e.size_mb:.2f} | {e.parameters:,} | "
+        if report.primary_metric:
+            row += f"{e.metrics[report.primary_metric]:.4f} | "
+        if cell:
+            row += f"{e.latency[cell]['median_ms']:.2f} | {e.latency[cell]['p90_ms']:.2f} |"
+        lines.append(row)
+    for e in report.artifacts:
+        for output, figures in e.fidelity.items():
+            lines.append(
+                f"\n{e.name} fidelity vs fp32 ({output}): "
+                + ", ".join(f"{k} {v:.4g}" for k, v in figures.items())
+            )
+        if e.gate:
+            lines.append(
+                f"\n{e.name} gate: "
+                + ", ".join(f"{g['budget']} {'pass' if g['passed'] else 'FAIL'}" for g in e.gate)
+            )
+    lines += ["", *[f"![{name}]({name})" for name in report.plots]]
+    return "\n".join(lines) + "\n"
+
+
+def to_html(report: Report, images: dict[str, bytes]) -> str:
+    """One self-contained page: tables, embedded PNGs; a script marks whether images decoded."""
+    md_rows = markdown(report).split("\n")
+    table = [r for r in md_rows if r.startswith("|") and not r.startswith("|---")]
+    cells = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in r.strip("|").split("|")) + "</tr>"
+        for r in table
+    )
+    figs = "".join(
+        f'<figure><img alt="{n}" src="data:image/png;base64,{base64.b64encode(b).decode()}">'
+        f"<figcaption>{n}</figcaption></figure>"
+        for n, b in images.items()
+    )
+    notes = "".join(
+        f"<p>{html.escape(r)}</p>" for r in md_rows if r.startswith(tuple(e.name for e in report.artifacts))
+    )
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>edgeslim report</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
+td{{border:1px solid #ccc;padding:4px 8px}}tr:first-child td{{font-weight:bold}}img{{max-width:100%}}</style>
+</head><body><h1>edgeslim report</h1><p>created {html.escape(report.created)}</p><table>{cells}</table>
+{notes}{figs}
+<script>window.addEventListener("load",function(){{var i=document.images,ok=i.length>0;
+for(var k=0;k<i.length;k++){{ok=ok&&i[k].complete&&i[k].naturalWidth>0;}}
+document.body.setAttribute("data-images-ok",ok?"yes":"no");}});</script></body></html>
+"""
+
+
+def write(report: Report, out: Path) -> None:
+    """report.json, report.md, report.html and the PNGs into the (staging) directory `out`."""
+    images = plots(report)
+    report = report.model_copy(update={"plots": list(images)})
+    for name, data in images.items():
+        (out / name).write_bytes(data)
+    artifacts.write_json(out / "report.json", report.model_dump(mode="json", by_alias=True))
+    (out / "report.md").write_text(markdown(report))
+    (out / "report.html").write_text(to_html(report, images))
