@@ -88,7 +88,7 @@ def link_or_copy(src: Path, dst: Path) -> None:
 def copy_companions(src: Path, dst: Path, skip_model: bool = True) -> None:
     """Carry every file of artifact `src` except the model (and manifest) into `dst`."""
     for item in src.iterdir():
-        if item.name == MANIFEST or (skip_model and item.name.startswith(MODEL)):
+        if item.name == MANIFEST or item.name.startswith(".") or (skip_model and item.name.startswith(MODEL)):
             continue
         if item.is_dir():
             shutil.copytree(item, dst / item.name, copy_function=_link_or_copy_str)

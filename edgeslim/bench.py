@@ -100,6 +100,17 @@ def make_feeds(models: dict[str, Path], batch: int, seq: int, seed: int = 0) -> 
     return {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
 
 
+def max_length(models: dict[str, Path]) -> int | None:
+    """The smallest max_length recorded in the models' manifests (None when none records one)."""
+    limits = []
+    for path in models.values():
+        manifest = path.parent / "edgeslim.json"
+        if manifest.exists():
+            limits.append(int(json.loads(manifest.read_text()).get("max_length") or 0) or None)
+    known = [x for x in limits if x]
+    return min(known) if known else None
+
+
 def run_grid(
     models: dict[str, Path],
     ep: str,
@@ -115,6 +126,11 @@ def run_grid(
     from edgeslim.environment import snapshot
 
     provider = providers.resolve(ep)
+    limit = max_length(models)
+    if limit and max(seqs) > limit:
+        from edgeslim.errors import InputError
+
+        raise InputError(f"sequence length {max(seqs)} exceeds the models' max length {limit}: lower --seq")
     base = next(iter(models))
     cells: list[dict[str, Any]] = []
     created: dict[str, dict[str, float]] = {}

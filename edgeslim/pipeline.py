@@ -13,6 +13,7 @@ from edgeslim.errors import BudgetNotMet, OutputError
 from edgeslim.recipe import Recipe
 
 CACHE_DIR = ".edgeslim-cache"
+STEP_SUMMARY = ".step-summary.json"
 
 
 def run_single(src: str | Path, cfg: steps.StepConfig, out: Path, force: bool) -> dict[str, Any]:
@@ -52,7 +53,7 @@ def plan(recipe: Recipe, cache: Path) -> list[dict[str, Any]]:
                 "step": step,
                 "key": previous,
                 "dir": directory,
-                "cached": (directory / artifacts.MANIFEST).exists(),
+                "cached": (directory / artifacts.MANIFEST).exists() and (directory / STEP_SUMMARY).exists(),
             }
         )
     return rows
@@ -88,18 +89,20 @@ def run_recipe(recipe: Recipe, output: Path | None, force: bool, dry_run: bool) 
         )
     start, record, src = time.perf_counter(), [], Path()
     source: str | Path = recipe.model
+    failures = []
     for index, row in enumerate(rows):
         step, began = row["step"], time.perf_counter()
         label = f"[{index + 1}/{len(rows)}] {step.type}"
         if row["cached"]:
             ui.note(f"{label}: reused (cached in {row['dir']})")
-            summary: dict[str, Any] = {"reused": True}
+            summary: dict[str, Any] = json.loads((row["dir"] / STEP_SUMMARY).read_text())
         else:
             ui.note(f"{label}: running")
             with artifacts.staging(row["dir"], force=True) as tmp:
                 summary = steps.modules()[step.type].run(source, step, tmp)
-        if summary.get("budget_not_met"):
-            raise BudgetNotMet(f"step {index + 1} ({step.type}): {summary['budget_not_met']} ({row['dir']})")
+                artifacts.write_json(tmp / STEP_SUMMARY, summary)  # a reused step reports the same
+        if summary.get("budget_not_met"):  # the chain goes on; the run fails at the end
+            failures.append(f"step {index + 1} ({step.type}): {summary['budget_not_met']}")
         record.append(
             {
                 "type": step.type,
@@ -129,4 +132,6 @@ def run_recipe(recipe: Recipe, output: Path | None, force: bool, dry_run: bool) 
     if (out / "inspect.md").exists():
         result["inspect_report"] = str(out / "inspect.md")
     ui.summary(f"recipe {recipe.name}: wrote {out}", result)
+    if failures:
+        raise BudgetNotMet("; ".join(failures) + f" (artifact written to {out})")
     return result

@@ -40,7 +40,7 @@ class Report(BaseModel):
     """The whole report; `schema` names its version."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    schema_name: Literal["edgeslim.report/1"] = Field(SCHEMA, alias="schema")
+    schema_name: Literal["edgeslim.report/1"] = Field("edgeslim.report/1", alias="schema")
     created: str
     environment: dict[str, Any]
     primary_metric: str | None
@@ -69,7 +69,9 @@ def entry(directory: Path, bench_cells: list[dict[str, Any]]) -> Entry:
             metrics.update({f"{data}:{k}": v["value"] for k, v in result["metrics"].items()})
     quant = next((s for s in manifest["steps"] if s["type"] == "quantize"), None)
     fidelity = {k: {m: float(v) for m, v in e.items()} for k, e in (quant or {}).get("fidelity", {}).items()}
-    gate = next((s["budgets"] for s in reversed(manifest["steps"]) if s["type"] == "gate"), [])
+    gate: list[dict[str, Any]] = next(
+        (s["budgets"] for s in reversed(manifest["steps"]) if s["type"] == "gate"), []
+    )
     latency = {f"t{c['threads']}b{c['batch']}s{c['seq']}": c for c in bench_cells}
     return Entry(
         name=directory.name,
@@ -90,13 +92,13 @@ def build(entries: list[Entry], environment: dict[str, Any]) -> Report:
     """A report over entries, choosing the metric and latency cell they all share."""
     common = set.intersection(*(set(e.metrics) for e in entries)) if entries else set()
     cells = set.intersection(*(set(e.latency) for e in entries)) if entries else set()
-    preferred = [c for c in ("t1b1s128", "t2b1s128") if c in cells]
+    preferred: list[str] = [c for c in ("t1b1s128", "t2b1s128") if c in cells]
+    ordered = preferred + sorted(cells)
     return Report(
-        schema=SCHEMA,
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         environment=environment,
         primary_metric=sorted(common)[0] if common else None,
-        latency_cell=(preferred or sorted(cells) or [None])[0],
+        latency_cell=ordered[0] if ordered else None,
         artifacts=entries,
     )
 

@@ -185,7 +185,7 @@ def _layer_label(tensor: str) -> str:
     match = re.search(r"layer\.(\d+)/(attention|output)", tensor)
     if match:
         return f"L{match.group(1)}.{'attn' if match.group(2) == 'attention' else 'ffn'}"
-    return "embeddings" if "embeddings" in tensor else tensor
+    return "embeddings" if "embeddings" in tensor or "EmbedLayerNorm" in tensor else tensor
 
 
 def run(src: Path, cfg: Config, out: Path) -> dict[str, Any]:

@@ -53,7 +53,8 @@ def build(paths: list[Path], cfg: Config) -> Any:
     cells = _bench_cells(cfg.bench_files)
     missing = {p.name: p / artifacts.MODEL for p in paths if p.name not in cells}
     if cfg.measure and missing:
-        measured = bench.run_grid(missing, "cpu", [1], [1], [128], cfg.runs, 3, 0.0)
+        seq = min(128, bench.max_length(missing) or 128)
+        measured = bench.run_grid(missing, "cpu", [1], [1], [seq], cfg.runs, 3, 0.0)
         for cell in measured["cells"]:
             cells.setdefault(cell["model"], []).append(cell)
     entries = [report.entry(p, cells.get(p.name, [])) for p in paths]
