@@ -38,11 +38,21 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def session(model: Path, threads: int, ep: str = "CPUExecutionProvider") -> Any:
+def session(model: Path, threads: int, ep: str = "CPUExecutionProvider", allow_fallback: bool = False) -> Any:
     """A session for `ep` with `threads` intra-op threads and spinning disabled."""
-    import onnxruntime as ort
+    from edgeslim.errors import ProviderUnavailable
 
-    return ort.InferenceSession(str(model), providers.session_options(ep, threads), providers=[ep])
+    options = providers.session_options(ep, threads, allow_fallback)
+    try:
+        return providers.create_session(model, ep, options, allow_fallback)
+    except Exception as exc:
+        if "fallback to CPU EP has been explicitly disabled" not in str(exc):
+            raise
+        raise ProviderUnavailable(
+            f"{model}: some nodes cannot run on {ep} (e.g. onnxruntime contrib ops from fusion): "
+            "bench an unfused or QDQ artifact, or pass --allow-fallback to let those nodes run on CPU "
+            "(the placement counts then show how many)"
+        ) from None
 
 
 def interleaved(
@@ -120,6 +130,7 @@ def run_grid(
     runs: int,
     warmup: int,
     time_budget_s: float,
+    allow_fallback: bool = False,
 ) -> dict[str, Any]:
     """Measure every model over threads x batch x seq; the first model is the ratio baseline."""
     from edgeslim import ui
@@ -139,7 +150,7 @@ def run_grid(
         sessions = {}
         for name, path in models.items():
             before, began = rss_mb(), time.perf_counter()
-            sessions[name] = session(path, t, provider)
+            sessions[name] = session(path, t, provider, allow_fallback)
             created[name] = {
                 "session_create_ms": round((time.perf_counter() - began) * 1e3, 1),
                 "session_rss_mb": round(rss_mb() - before, 1),
@@ -175,6 +186,7 @@ def run_grid(
             "warmup": warmup,
             "time_budget_s": time_budget_s,
             "spinning": False,
+            "allow_fallback": allow_fallback,
             "inter_op_threads": 1,
         },
         "sessions": created,

@@ -76,7 +76,18 @@ def register_plugin(name: str, library: Path) -> str:
     return name
 
 
-def session_options(ep: str, threads: int) -> Any:
+def create_session(model: Path, ep: str, options: Any, allow_fallback: bool = False) -> Any:
+    """An InferenceSession on `ep`: built-in providers by name, plugin EPs by their devices."""
+    import onnxruntime as ort
+
+    if ep not in ort.get_available_providers():  # a registered plugin EP
+        options.add_provider_for_devices([d for d in _plugin_devices() if d.ep_name == ep], {})
+        return ort.InferenceSession(str(model), options)
+    chain = [ep, "CPUExecutionProvider"] if allow_fallback and ep != "CPUExecutionProvider" else [ep]
+    return ort.InferenceSession(str(model), options, providers=chain)
+
+
+def session_options(ep: str, threads: int, allow_fallback: bool = False) -> Any:
     """SessionOptions for `ep`: threads, spinning off, no silent CPU fallback for other EPs."""
     import onnxruntime as ort
 
@@ -85,22 +96,22 @@ def session_options(ep: str, threads: int) -> Any:
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if ep != "CPUExecutionProvider":
+    if ep != "CPUExecutionProvider" and not allow_fallback:
         options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
     return options
 
 
-def node_placement(model: Path, ep: str, feeds: dict[str, Any]) -> dict[str, int]:
+def node_placement(
+    model: Path, ep: str, feeds: dict[str, Any], allow_fallback: bool = False
+) -> dict[str, int]:
     """Nodes per execution provider, from one profiled run (a partial fall-back shows here)."""
     import tempfile
 
-    import onnxruntime as ort
-
-    options = session_options(ep, 1)
+    options = session_options(ep, 1, allow_fallback)
     with tempfile.TemporaryDirectory() as tmp:
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(tmp) / "profile")
-        sess = ort.InferenceSession(str(model), options, providers=[ep])
+        sess = create_session(model, ep, options, allow_fallback)
         names = {i.name for i in sess.get_inputs()}
         sess.run(None, {k: v for k, v in feeds.items() if k in names})
         events = json.loads(Path(sess.end_profiling()).read_text())

@@ -136,7 +136,7 @@ main()
 """
 
 
-def test_eval_runs_without_torch(cls_artifact: Path) -> None:
+def test_eval_and_bench_run_without_torch(cls_artifact: Path) -> None:
     """The runtime install: no torch, transformers, optimum, scipy or scikit-learn imported."""
     done = subprocess.run(
         [
@@ -156,3 +156,25 @@ def test_eval_runs_without_torch(cls_artifact: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["n"] == 20
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            BLOCK_HEAVY,
+            "bench",
+            str(cls_artifact),
+            "--threads",
+            "1",
+            "--batch",
+            "1",
+            "--seq",
+            "8",
+            "--runs",
+            "5",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout[done.stdout.index("{") :])["cells"]

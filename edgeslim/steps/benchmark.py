@@ -25,6 +25,7 @@ class Config(StepConfig):
     runs: int = Field(50, ge=5, description="Timed runs per model and grid cell.")
     warmup: int = Field(5, ge=0, description="Untimed runs first.")
     time_budget_s: float = Field(0.0, ge=0, description="Stop a cell after this long (0: use runs).")
+    allow_fallback: bool = Field(False, description="Let nodes the EP cannot run fall back to CPU.")
 
 
 def measure(paths: list[Path], cfg: Config) -> dict[str, Any]:
@@ -49,6 +50,7 @@ def measure(paths: list[Path], cfg: Config) -> dict[str, Any]:
         cfg.runs,
         cfg.warmup,
         cfg.time_budget_s,
+        cfg.allow_fallback,
     )
 
 
@@ -84,6 +86,7 @@ def command(
     warmup: Annotated[int, typer.Option(help="Untimed warmup runs.")] = 5,
     time_budget: Annotated[float, typer.Option(help="Seconds per cell (0: use --runs).")] = 0.0,
     ep_library: Annotated[str | None, typer.Option(help="Register a plugin EP: NAME=PATH.")] = None,
+    allow_fallback: Annotated[bool, typer.Option(help="Let unsupported nodes run on CPU.")] = False,
     out: Annotated[Path | None, typer.Option("--out", help="Write the results JSON here.")] = None,
     json_out: Json = False,
 ) -> None:
@@ -112,6 +115,7 @@ def command(
         runs=runs,
         warmup=warmup,
         time_budget_s=time_budget,
+        allow_fallback=allow_fallback,
     )
     result = measure(paths, cfg)
     if out:
