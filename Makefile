@@ -22,7 +22,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/edgeslim doctor
 	$(BIN)/edgeslim run recipes/minilm-int8.yaml
-	@echo "artifact: out/minilm-int8   inspect report: out/minilm-int8/inspect.md"
+	@echo "artifact: out/minilm-int8   inspect report: out/minilm-int8/inspect.md   report: out/minilm-int8/report.html"
 
 lint: $(STAMP)
 	$(BIN)/ruff check edgeslim tests tools
