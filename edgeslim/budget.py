@@ -43,14 +43,9 @@ def load_eval(src: Path, cfg: Any) -> tuple[list[Any], Any]:
         raise InputError(
             f"--max-drop measures accuracy of sequence-classification artifacts; {src} is {task}"
         )
-    examples = data.load(
-        cfg.eval,
-        cfg.text_column,
-        cfg.pair_column,
-        cfg.label_column or (None if cfg.eval in data.BUILTIN else "label"),
-        cfg.data_dir,
+    examples = data.load_labelled(
+        cfg.eval, cfg.text_column, cfg.pair_column, cfg.label_column, cfg.data_dir, cfg.eval_size
     )
-    examples = examples.head(cfg.eval_size) if cfg.eval_size else examples
     labels = evaluation.label_ids(examples, src)
     return evaluation.feeds_for(src, examples), labels
 

@@ -105,6 +105,20 @@ def load(
     return _read(path, path.name, text_column, pair_column, label_column)
 
 
+def load_labelled(
+    spec: str,
+    text_column: str | None,
+    pair_column: str | None,
+    label_column: str | None,
+    data_dir: Path | None,
+    limit: int | None = None,
+) -> Examples:
+    """Like load(), for data that must carry labels: user files default to a `label` column."""
+    default = None if spec in BUILTIN else "label"
+    examples = load(spec, text_column, pair_column, label_column or default, data_dir)
+    return examples.head(limit) if limit else examples
+
+
 def _rows(path: Path) -> list[dict[str, Any]]:
     suffix = path.suffix.lower()
     with path.open(encoding="utf-8", newline="") as handle:

@@ -111,6 +111,17 @@ def bert_fused(bert_fp32: Path) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def cls_artifact(tiny_factory: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An exported tiny BERT sequence classifier (2 labels)."""
+    out = tmp_path_factory.mktemp("cls") / "cls-fp32"
+    result = cli(
+        ["export", str(tiny_factory("bert", "seq", 2)), "--task", "sequence-classification", "-o", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    return out
+
+
 def cli(args: list[str]):  # type: ignore[no-untyped-def]
     """Invoke the edgeslim CLI in-process through typer's runner."""
     from edgeslim.cli import app

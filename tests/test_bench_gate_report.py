@@ -73,21 +73,8 @@ def test_gate_passes_and_fails(bert_fused: Path, tmp_path: Path, monkeypatch: py
     assert summary.read_text().count("## edgeslim gate") == 2
 
 
-def test_gate_metric_budgets(bert_fused: Path, tiny_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    art = tmp_path / "cls"
-    assert (
-        cli(
-            [
-                "export",
-                str(tiny_factory("bert", "seq", 2)),
-                "--task",
-                "sequence-classification",
-                "-o",
-                str(art),
-            ]
-        ).exit_code
-        == 0
-    )
+def test_gate_metric_budgets(cls_artifact: Path, tmp_path: Path) -> None:
+    art = cls_artifact
     budgets = _budgets(
         tmp_path,
         f"min_metric: {{data: 'sst2:dev', metric: accuracy, value: 0.0, limit: 50}}\n"

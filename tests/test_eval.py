@@ -4,27 +4,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from conftest import cli
-
-
-@pytest.fixture(scope="module")
-def cls_artifact(tiny_factory: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("cls") / "a"
-    assert (
-        cli(
-            [
-                "export",
-                str(tiny_factory("bert", "seq", 2)),
-                "--task",
-                "sequence-classification",
-                "-o",
-                str(out),
-            ]
-        ).exit_code
-        == 0
-    )
-    return out
 
 
 def test_eval_classification_json(cls_artifact: Path) -> None:

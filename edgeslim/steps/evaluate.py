@@ -35,14 +35,9 @@ def evaluate(src: Path, cfg: Config) -> dict[str, Any]:
     artifacts.read_manifest(src)
     if cfg.reference is not None:
         artifacts.read_manifest(cfg.reference)
-    examples = data.load(
-        cfg.data,
-        cfg.text_column,
-        cfg.pair_column,
-        cfg.label_column or (None if cfg.data in data.BUILTIN else "label"),
-        cfg.data_dir,
+    examples = data.load_labelled(
+        cfg.data, cfg.text_column, cfg.pair_column, cfg.label_column, cfg.data_dir, cfg.limit
     )
-    examples = examples.head(cfg.limit) if cfg.limit else examples
     return evaluation.evaluate(src, examples, cfg.batch_size, cfg.bootstrap, cfg.reference)
 
 
