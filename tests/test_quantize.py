@@ -73,6 +73,12 @@ def test_weight_only(bert_fused: Path, tmp_path: Path, bits: int) -> None:
         assert step["fidelity"]["sentence_embedding"]["sqnr_db"] > 25
 
 
+def test_weight_only_hqq(bert_fused: Path, tmp_path: Path) -> None:
+    step = _quantize(bert_fused, tmp_path / "q", "--mode", "weight-only", "--algorithm", "hqq", "--bits", "4")
+    assert _ops(tmp_path / "q")["MatMulNBits"] == 6
+    assert step["fidelity"]["sentence_embedding"]["sqnr_db"] > 5
+
+
 def test_embeddings_need_unfused_graph(bert_fp32: Path, bert_fused: Path, tmp_path: Path) -> None:
     result = cli(["quantize", str(bert_fused), "-o", str(tmp_path / "x"), "--embeddings"])
     assert result.exit_code == 3 and "--no-fuse-embeddings" in result.output
