@@ -114,15 +114,21 @@ def check_output(out: Path, force: bool) -> None:
 
 
 @contextlib.contextmanager
-def staging(out: Path, force: bool) -> Iterator[Path]:
+def staging(out: Path, force: bool, resumable: bool = False) -> Iterator[Path]:
     """Yield a temporary directory beside `out`; rename it to `out` only on success.
 
-    On any error the temporary directory is removed, so nothing half-written remains.
+    On any error the temporary directory is removed, so nothing half-written remains; a
+    `resumable` step (training) instead keeps its `.NAME.partial` directory, holding its
+    checkpoint, so that rerunning the same command resumes.
     """
     check_output(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}-{int(time.time() * 1000)}")
-    tmp.mkdir()
+    if resumable:
+        tmp = out.with_name(f".{out.name}.partial")
+        tmp.mkdir(exist_ok=True)
+    else:
+        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}-{int(time.time() * 1000)}")
+        tmp.mkdir()
     try:
         yield tmp
         if out.exists():
@@ -133,7 +139,7 @@ def staging(out: Path, force: bool) -> Iterator[Path]:
         else:
             os.replace(tmp, out)
     finally:
-        if tmp.exists():
+        if tmp.exists() and not resumable:
             shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -172,8 +172,12 @@ def default_pooling(path: Path) -> Pooling:
     return "mean"
 
 
-def load(path: Path, task: str, allow_pickle: bool = False) -> torch.nn.Module:
-    """Load the transformers model for `task` from a checked local directory (eval mode)."""
+def load(
+    path: Path, task: str, allow_pickle: bool = False, labels: list[str] | None = None
+) -> torch.nn.Module:
+    """Load the transformers model for `task` from a checked local directory (eval mode).
+
+    `labels` (classification) sets id2label; a head of another size is re-initialised."""
     if task not in TASKS:
         raise InputError(f"unknown task '{task}': choose one of {', '.join(TASKS)}")
     read_config(path)
@@ -192,6 +196,13 @@ def load(path: Path, task: str, allow_pickle: bool = False) -> torch.nn.Module:
     extra: dict[str, Any] = {}
     if task == "regression":
         extra = {"num_labels": 1, "problem_type": "regression"}
+    elif labels:
+        extra = {
+            "num_labels": len(labels),
+            "id2label": dict(enumerate(labels)),
+            "label2id": {label: i for i, label in enumerate(labels)},
+            "ignore_mismatched_sizes": True,
+        }
     try:
         model = auto.from_pretrained(
             path,

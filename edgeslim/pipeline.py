@@ -22,7 +22,7 @@ def run_single(src: str | Path, cfg: steps.StepConfig, out: Path, force: bool) -
     if not cfg.takes_model:
         artifacts.read_manifest(Path(src))  # fail early on a non-artifact
     start = time.perf_counter()
-    with artifacts.staging(out, force) as tmp:
+    with artifacts.staging(out, force, resumable=cfg.resumable) as tmp:
         result: dict[str, Any] = module.run(src, cfg, tmp)
     result["wall_s"] = round(time.perf_counter() - start, 2)
     ui.summary(f"{cfg.type}: wrote {out}", result)  # type: ignore[attr-defined]
@@ -98,7 +98,7 @@ def run_recipe(recipe: Recipe, output: Path | None, force: bool, dry_run: bool) 
             summary: dict[str, Any] = json.loads((row["dir"] / STEP_SUMMARY).read_text())
         else:
             ui.note(f"{label}: running")
-            with artifacts.staging(row["dir"], force=True) as tmp:
+            with artifacts.staging(row["dir"], force=True, resumable=step.resumable) as tmp:
                 summary = steps.modules()[step.type].run(source, step, tmp)
                 artifacts.write_json(tmp / STEP_SUMMARY, summary)  # a reused step reports the same
         if summary.get("budget_not_met"):  # the chain goes on; the run fails at the end

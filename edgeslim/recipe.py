@@ -49,12 +49,20 @@ class Recipe(BaseModel):
                     **{k: v for k, v in item.items() if k != "type"},
                 )
             )
-        first, rest = typed[0] if typed else None, typed[1:]
-        if first is not None and not first.takes_model:
-            raise ValueError(f"the first step must take the model (e.g. export), not '{first.type}'")
-        for item in rest:
-            if item.takes_model:
-                raise ValueError(f"step '{item.type}' takes a model, so it must come first")
+        current = "model"  # what the previous step produced
+        for index, item in enumerate(typed):
+            wants = "model" if item.takes_model else "artifact"
+            if wants != current:
+                where = "the first step" if index == 0 else f"step {index + 1} ({item.type})"
+                raise ValueError(
+                    f"{where} takes a {wants} but gets a {current}: "
+                    + (
+                        "the first step must take the model (e.g. export, finetune)"
+                        if index == 0
+                        else "put model steps (finetune, distill) before export"
+                    )
+                )
+            current = "model" if item.produces_model else "artifact"
         return typed
 
 

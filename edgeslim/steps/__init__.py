@@ -21,6 +21,7 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict
 
 STEP_MODULES: tuple[str, ...] = (
+    "finetune",
     "export",
     "optimize",
     "quantize",
@@ -37,6 +38,8 @@ class StepConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     takes_model: ClassVar[bool] = False  # True: the step's input is a model, not an artifact
+    produces_model: ClassVar[bool] = False  # True: it writes a HF model directory, not an artifact
+    resumable: ClassVar[bool] = False  # True: its partial output survives a crash, to resume
 
 
 @cache
