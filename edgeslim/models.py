@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from edgeslim.errors import InputError, MissingDependency, UnsupportedArchitecture
 
 if TYPE_CHECKING:
-    import torch
+    pass
 
 Task = Literal["feature-extraction", "sequence-classification", "token-classification", "regression"]
 TASKS: tuple[str, ...] = (
@@ -172,9 +172,7 @@ def default_pooling(path: Path) -> Pooling:
     return "mean"
 
 
-def load(
-    path: Path, task: str, allow_pickle: bool = False, labels: list[str] | None = None
-) -> torch.nn.Module:
+def load(path: Path, task: str, allow_pickle: bool = False, labels: list[str] | None = None) -> Any:
     """Load the transformers model for `task` from a checked local directory (eval mode).
 
     `labels` (classification) sets id2label; a head of another size is re-initialised."""

@@ -25,13 +25,22 @@ def task_loss(model: Any, batch: dict[str, Any]) -> tuple[Any, dict[str, float]]
     return out.loss, {}
 
 
+def token_limit(path: Path, cfg: Any) -> int:
+    """--max-length, capped by the longest input the model takes."""
+    from edgeslim import models
+
+    return min(cfg.max_length, models.max_length(path, json.loads((path / "config.json").read_text())))
+
+
 def batch_maker(
     path: Path, examples: Any, labels: list[Any] | None, task: str, cfg: Any
 ) -> Callable[[int], list[dict[str, Any]]]:
     """epoch -> that epoch's padded, length-bucketed batches (tokenized once)."""
     config = json.loads((path / "config.json").read_text())
     pad = int(config.get("pad_token_id") or 0)
-    encoded = train_data.encode(path, examples, cfg.max_length, labels, words=task == "token-classification")
+    encoded = train_data.encode(
+        path, examples, token_limit(path, cfg), labels, words=task == "token-classification"
+    )
     lengths = [len(x) for x in encoded.ids]
     kind = label_kind(task)
     cache: dict[int, list[dict[str, Any]]] = {}
@@ -56,7 +65,9 @@ def dev_metric(
 
     config = json.loads((path / "config.json").read_text())
     pad = int(config.get("pad_token_id") or 0)
-    encoded = train_data.encode(path, dev, cfg.max_length, labels, words=task == "token-classification")
+    encoded = train_data.encode(
+        path, dev, token_limit(path, cfg), labels, words=task == "token-classification"
+    )
     order = [list(range(i, min(i + 64, len(encoded)))) for i in range(0, len(encoded), 64)]
     batches = [train_data.collate(encoded, idx, pad, label_kind(task)) for idx in order]
 

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict
 
 STEP_MODULES: tuple[str, ...] = (
     "finetune",
+    "distill",
     "export",
     "optimize",
     "quantize",

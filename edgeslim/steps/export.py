@@ -156,7 +156,7 @@ def run(src: str, cfg: Config, out: Path) -> dict[str, Any]:
     parity.save_reference(out / artifacts.REFERENCE, cases, golden)
     report = parity.check_artifact(out / artifacts.MODEL, out / artifacts.REFERENCE, cfg.atol, cfg.rtol)
 
-    model.config.save_pretrained(out)  # type: ignore[union-attr,operator]
+    model.config.save_pretrained(out)
     tokenizer = models.save_tokenizer(path, out)
     source = {"path": str(path), "sha256": artifacts.sha256_files([*weights, path / "config.json"])}
     manifest = artifacts.new_manifest(

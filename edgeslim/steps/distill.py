@@ -1,0 +1,238 @@
+"""distill: train a smaller student from a fine-tuned teacher (logits, pseudo-labels, hidden
+states, attention), on labelled and unlabeled text; output a HF directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgeslim import data, models
+from edgeslim.errors import InputError
+from edgeslim.options import Force, Output
+from edgeslim.steps.finetune import TrainConfig, fingerprint, finish
+
+
+class Weights(BaseModel):
+    """Loss terms and their weights (0 switches a term off)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kl: float = Field(1.0, ge=0, description="KL(teacher||student) on T-softened logits, x T^2.")
+    soft_ce: float = Field(0.0, ge=0, description="Cross-entropy against the teacher's soft labels.")
+    nll: float = Field(0.0, ge=0, description="NLL of the teacher's hard labels (pseudo-labels).")
+    min_confidence: float = Field(
+        0.0, ge=0, le=1, description="Keep pseudo-labels with teacher confidence >= this."
+    )
+    alpha: float = Field(0.0, ge=0, description="Task loss on gold labels (labelled rows only).")
+    hidden: float = Field(
+        0.0, ge=0, description="Hidden-state MSE per mapped layer (projected if widths differ)."
+    )
+    attention: float = Field(0.0, ge=0, description="Attention-map KL per mapped layer.")
+    temperature: float = Field(2.0, gt=0, description="Softmax temperature for kl and soft_ce.")
+
+
+class Config(TrainConfig):
+    """distill settings: the student, the unlabeled text, the loss weights."""
+
+    type: Literal["distill"] = "distill"
+    student_layers: int | None = Field(None, gt=0, description="Keep this many teacher layers.")
+    init: str = Field("every-other", description="every-other, first-k, last-k, or a layer list like 0,2,4.")
+    student: Path | None = Field(None, description="A student model directory instead (same tokenizer).")
+    unlabeled: str | None = Field(None, description="Unlabeled text for pseudo-labels (e.g. wikitext2).")
+    unlabeled_size: int | None = Field(None, gt=0, description="Use the first N unlabeled texts.")
+    losses: Weights = Field(default_factory=Weights, description="Loss terms and weights.")
+
+
+def teacher_task(config: dict[str, Any]) -> str:
+    """The teacher's head: sequence-classification or regression (others are refused)."""
+    heads = " ".join(config.get("architectures") or [])
+    if "ForSequenceClassification" not in heads:
+        raise InputError(
+            f"the teacher's head is {heads or 'none'}: distill needs a sequence-classification or "
+            "regression teacher (fine-tune one with 'edgeslim finetune')"
+        )
+    return (
+        "regression"
+        if config.get("num_labels") == 1 or config.get("problem_type") == "regression"
+        else ("sequence-classification")
+    )
+
+
+def _same_tokenizer(teacher: Path, student: Path) -> None:
+    for name in ("tokenizer.json", "vocab.txt", "vocab.json"):
+        a, b = teacher / name, student / name
+        if a.exists() or b.exists():
+            if not (a.exists() and b.exists() and a.read_bytes() == b.read_bytes()):
+                raise InputError(
+                    f"teacher and student tokenizers differ ({name}): the student must share the "
+                    "teacher's vocabulary; build it with --student-layers, or trim the vocabulary "
+                    "of both with 'edgeslim simplify --trim-vocab'"
+                )
+            return
+
+
+def _labels(examples: data.Examples, teacher: Path, task: str) -> list[Any]:
+    """Gold labels as the teacher's class ids (or floats for regression)."""
+    from edgeslim import evaluation
+
+    if task == "regression":
+        return [float(x) for x in examples.labels or []]
+    return [int(x) for x in evaluation.label_ids(examples, teacher)]
+
+
+def _student(teacher: Any, teacher_dir: Path, cfg: Config, task: str) -> tuple[Any, list[int]]:
+    from edgeslim import distillation, students
+
+    layers = (
+        teacher.config.num_hidden_layers
+        if hasattr(teacher.config, "num_hidden_layers")
+        else (teacher.config.n_layers)
+    )
+    if cfg.student is not None:
+        _same_tokenizer(teacher_dir, cfg.student)
+        student = models.load(models.resolve(str(cfg.student)), task)
+        s_layers = getattr(student.config, "num_hidden_layers", None) or student.config.n_layers
+        return student, distillation.uniform_map(s_layers, layers)
+    mapping = students.layer_map(layers, cfg.student_layers, cfg.init)
+    return students.reduce_layers(teacher, mapping), mapping
+
+
+def run(src: str, cfg: Config, out: Path) -> dict[str, Any]:
+    """Distill teacher `src` into a student written as a HF directory to `out`."""
+    import torch
+
+    from edgeslim import distillation, trainer, training
+
+    path = models.resolve(src)
+    config = json.loads((path / "config.json").read_text())
+    task = teacher_task(config)
+    if (
+        cfg.student is None
+        and cfg.student_layers is None
+        and cfg.init in ("every-other", "first-k", "last-k")
+    ):
+        raise InputError("choose the student: --student-layers K (with --init) or --student DIR")
+    train = data.load_labelled(
+        cfg.data, cfg.text_column, cfg.pair_column, cfg.label_column, cfg.data_dir, cfg.train_size
+    )
+    dev = data.load_labelled(
+        cfg.eval, cfg.text_column, cfg.pair_column, cfg.label_column, cfg.data_dir, cfg.eval_size
+    )
+    train_labels, dev_labels = _labels(train, path, task), _labels(dev, path, task)
+    if cfg.unlabeled:
+        if train.pairs:
+            raise InputError("--unlabeled text works with single-sentence tasks only")
+        extra = data.load(cfg.unlabeled, None, None, None, cfg.data_dir).head(cfg.unlabeled_size or 10**9)
+        train = data.Examples(train.name, train.texts + extra.texts)
+        train_labels += [-1] * len(extra)  # unlabeled rows: teacher terms only
+    torch.manual_seed(cfg.seed)
+    teacher = models.load(path, task).eval()
+    student, mapping = _student(teacher, path, cfg, task)
+    wrapper = distillation.Student(student.train(), teacher.config.hidden_size, len(mapping))
+    loss_fn = distillation.make_loss(teacher, cfg.losses, mapping, task == "regression")
+    evaluate = training.dev_metric(path, dev, dev_labels, task, cfg)
+    batches = training.batch_maker(path, train, train_labels, task, cfg)
+    stats: dict[str, Any] = {"teacher_dev": evaluate(teacher), "layer_map": mapping}
+    if task != "regression":
+        stats["pseudo_labels"] = distillation.pseudo_label_stats(
+            teacher, training.batch_maker(path, dev, dev_labels, task, cfg)(0), cfg.losses.min_confidence
+        )
+    settings = trainer.Settings(
+        max_steps=cfg.max_steps,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        seed=cfg.seed,
+        grad_accum=cfg.grad_accum,
+        eval_every=cfg.eval_every,
+        save_every=cfg.save_every,
+        patience=cfg.patience,
+        precision=cfg.precision,
+    )
+    result = trainer.train(
+        wrapper, loss_fn, batches, evaluate, training.METRIC[task], out, settings, fingerprint(src, cfg)
+    )
+    finish(
+        out,
+        out,
+        path,
+        {"type": "distill", "teacher": str(path), "config": cfg.model_dump(mode="json"), **stats, **result},
+    )
+    return {
+        "teacher_dev": stats["teacher_dev"],
+        "student_best": result["best"],
+        "layer_map": mapping,
+        **stats.get("pseudo_labels", {}),
+    }
+
+
+def command(
+    teacher: Annotated[str, typer.Option("--teacher", help="Fine-tuned teacher directory.")],
+    output: Output,
+    student_layers: Annotated[int | None, typer.Option(help="Keep K teacher layers.")] = None,
+    init: Annotated[str, typer.Option(help="every-other, first-k, last-k or 0,2,4.")] = "every-other",
+    student: Annotated[Path | None, typer.Option(help="Student model directory instead.")] = None,
+    data_spec: Annotated[str, typer.Option("--data", help="Labelled training data.")] = "sst2:train",
+    unlabeled: Annotated[str | None, typer.Option(help="Unlabeled text (e.g. wikitext2).")] = None,
+    eval_data: Annotated[str, typer.Option("--eval", help="Dev data.")] = "sst2:dev",
+    kl: Annotated[float, typer.Option(help="Weight of soft-label KL.")] = 1.0,
+    soft_ce: Annotated[float, typer.Option(help="Weight of soft cross-entropy.")] = 0.0,
+    nll: Annotated[float, typer.Option(help="Weight of teacher hard-label NLL.")] = 0.0,
+    min_confidence: Annotated[float, typer.Option(help="Pseudo-label confidence filter.")] = 0.0,
+    alpha: Annotated[float, typer.Option(help="Weight of the gold-label task loss.")] = 0.0,
+    hidden: Annotated[float, typer.Option(help="Weight of hidden-state MSE.")] = 0.0,
+    attention: Annotated[float, typer.Option(help="Weight of attention KL.")] = 0.0,
+    temperature: Annotated[float, typer.Option(help="Softmax temperature.")] = 2.0,
+    max_steps: Annotated[int | None, typer.Option(help="Optimizer steps.")] = None,
+    epochs: Annotated[float, typer.Option(help="Epochs.")] = 1.0,
+    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 32,
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = 5e-5,
+    max_length: Annotated[int, typer.Option(help="Max tokens.")] = 128,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    eval_every: Annotated[int, typer.Option(help="Evaluate every N steps.")] = 200,
+    save_every: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 200,
+    train_size: Annotated[int | None, typer.Option(help="First N training examples.")] = None,
+    eval_size: Annotated[int | None, typer.Option(help="First N dev examples.")] = None,
+    unlabeled_size: Annotated[int | None, typer.Option(help="First N unlabeled texts.")] = None,
+    force: Force = False,
+) -> None:
+    """Distill a fine-tuned teacher into a smaller student (resumable; best checkpoint kept)."""
+    from edgeslim.pipeline import run_single
+    from edgeslim.recipe import make_config
+
+    weights = make_config(
+        Weights,
+        kl=kl,
+        soft_ce=soft_ce,
+        nll=nll,
+        min_confidence=min_confidence,
+        alpha=alpha,
+        hidden=hidden,
+        attention=attention,
+        temperature=temperature,
+    )
+    cfg = make_config(
+        Config,
+        student_layers=student_layers,
+        init=init,
+        student=student,
+        data=data_spec,
+        unlabeled=unlabeled,
+        eval=eval_data,
+        losses=weights,
+        max_steps=max_steps,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        max_length=max_length,
+        seed=seed,
+        eval_every=eval_every,
+        save_every=save_every,
+        train_size=train_size,
+        eval_size=eval_size,
+        unlabeled_size=unlabeled_size,
+    )
+    run_single(teacher, cfg, output, force)
