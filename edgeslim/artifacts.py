@@ -131,6 +131,8 @@ def staging(out: Path, force: bool, resumable: bool = False) -> Iterator[Path]:
         tmp.mkdir()
     try:
         yield tmp
+        if not is_main_process():
+            return
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
             os.replace(out, old)
@@ -139,8 +141,13 @@ def staging(out: Path, force: bool, resumable: bool = False) -> Iterator[Path]:
         else:
             os.replace(tmp, out)
     finally:
-        if tmp.exists() and not resumable:
+        if tmp.exists() and not resumable and is_main_process():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def is_main_process() -> bool:
+    """False on the non-zero ranks of `torchrun` / `accelerate launch` (they write nothing final)."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def new_manifest(task: str, source: dict[str, Any], **fields: Any) -> dict[str, Any]:

@@ -25,6 +25,8 @@ def run_single(src: str | Path, cfg: steps.StepConfig, out: Path, force: bool) -
     with artifacts.staging(out, force, resumable=cfg.resumable) as tmp:
         result: dict[str, Any] = module.run(src, cfg, tmp)
     result["wall_s"] = round(time.perf_counter() - start, 2)
+    if not artifacts.is_main_process():  # a non-zero rank of a distributed run
+        return result
     ui.summary(f"{cfg.type}: wrote {out}", result)  # type: ignore[attr-defined]
     if result.get("budget_not_met"):  # the artifact is written; the exit code says it failed
         raise BudgetNotMet(f"{result['budget_not_met']} ({out})")

@@ -89,6 +89,33 @@ def _save(work: Path, state: dict[str, Any]) -> None:
         ) from None
 
 
+def _rank_report(
+    accel: Any, model: Any, batches: Callable[[int], list[dict[str, Any]]], work: Path
+) -> list[dict[str, Any]]:
+    """Per process: a digest of the first batch it trained on and of its final weights
+    (under DDP the data differ and the weights must agree)."""
+    import hashlib
+
+    first = batches(0)[accel.process_index :: accel.num_processes][0]["input_ids"]
+    weights = hashlib.sha256()
+    for tensor in accel.unwrap_model(model).state_dict().values():
+        weights.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    mine = {
+        "rank": accel.process_index,
+        "first_batch": hashlib.sha256(first.numpy().tobytes()).hexdigest()[:16],
+        "weights": weights.hexdigest()[:16],
+    }
+    (work / f".rank{accel.process_index}.json").write_text(json.dumps(mine))
+    accel.wait_for_everyone()
+    files = sorted(work.glob(".rank*.json"))
+    report = [json.loads(f.read_text()) for f in files]
+    accel.wait_for_everyone()
+    if accel.is_main_process:
+        for f in files:
+            f.unlink()
+    return report
+
+
 def train(
     model: Any,
     loss_fn: Callable[[Any, dict[str, Any]], tuple[Any, dict[str, float]]],
@@ -197,8 +224,9 @@ def train(
             if os.environ.get("EDGESLIM_FAULT_KILL_AT_STEP") == str(state.step):  # resume tests
                 os.kill(os.getpid(), 9)
     log.close()
-    accel.wait_for_everyone()
+    ranks = _rank_report(accel, model, batches, work)
     return {
+        "ranks": ranks,
         "best": state.best,
         "steps": state.step,
         "losses": state.losses,

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 import typer
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgeslim import data, models
+from edgeslim import artifacts, data, models
 from edgeslim.errors import InputError
 from edgeslim.options import Force, Output
 from edgeslim.steps.finetune import TrainConfig, fingerprint, finish
@@ -155,6 +155,8 @@ def run(src: str, cfg: Config, out: Path) -> dict[str, Any]:
     result = trainer.train(
         wrapper, loss_fn, batches, evaluate, training.METRIC[task], out, settings, fingerprint(src, cfg)
     )
+    if not artifacts.is_main_process():  # other ranks of a distributed run write nothing
+        return {"rank": result["ranks"]}
     finish(
         out,
         out,

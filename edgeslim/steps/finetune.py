@@ -11,7 +11,7 @@ from typing import Annotated, Any, ClassVar, Literal
 import typer
 from pydantic import Field
 
-from edgeslim import models
+from edgeslim import artifacts, models
 from edgeslim.errors import InputError
 from edgeslim.options import Force, Output
 from edgeslim.steps import StepConfig
@@ -127,6 +127,8 @@ def run(src: str, cfg: Config, out: Path) -> dict[str, Any]:
     result = training.fit(
         model, path, train, dev, names, cfg, cfg.task, training.task_loss, out, fingerprint(src, cfg)
     )
+    if not artifacts.is_main_process():  # other ranks of a distributed run write nothing
+        return {"rank": result["ranks"]}
     finish(
         out,
         out,
