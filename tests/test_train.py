@@ -149,3 +149,66 @@ def test_disk_full_while_checkpointing(
     assert result.exit_code == 4 and "free disk space" in result.output  # type: ignore[attr-defined]
     partial = tmp_path / ".o.partial"
     assert (partial / "checkpoint").exists() and not list(partial.glob(".checkpoint.tmp"))
+
+
+def test_finetune_token_classification_and_regression(
+    tiny_factory: Callable[..., Path], tmp_path: Path
+) -> None:
+    data = tmp_path / "ner.tsv"
+    data.write_text("tokens\tner_tags\n" + "w1 w2 w3\tB-PER I-PER O\n" * 20 + "w4 w5\tB-LOC O\n" * 20)
+    out = tmp_path / "ner"
+    result = cli(
+        [
+            "finetune",
+            str(tiny_factory("bert")),
+            "-o",
+            str(out),
+            "--task",
+            "token-classification",
+            "--data",
+            str(data),
+            "--eval",
+            str(data),
+            "--label-column",
+            "ner_tags",
+            "--max-steps",
+            "4",
+            "--batch-size",
+            "8",
+            "--eval-every",
+            "4",
+            "--save-every",
+            "4",
+        ]
+    )
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    assert sorted(config["id2label"].values()) == ["B-LOC", "B-PER", "I-PER", "O"]
+    exported = cli(["export", str(out), "--task", "token-classification", "-o", str(tmp_path / "onnx")])
+    assert exported.exit_code == 0, exported.output
+    scores = tmp_path / "sts.tsv"
+    scores.write_text("sentence\tlabel\n" + "".join(f"w{i} w{i + 1}\t{i % 5}.5\n" for i in range(40)))
+    result = cli(
+        [
+            "finetune",
+            str(tiny_factory("bert")),
+            "-o",
+            str(tmp_path / "reg"),
+            "--task",
+            "regression",
+            "--data",
+            str(scores),
+            "--eval",
+            str(scores),
+            "--max-steps",
+            "4",
+            "--batch-size",
+            "8",
+            "--eval-every",
+            "4",
+            "--save-every",
+            "4",
+        ]
+    )
+    assert result.exit_code == 0, result.output
+    assert "pearson" in json.loads((tmp_path / "reg" / "edgeslim-train.json").read_text())["best"]

@@ -58,7 +58,13 @@ def fingerprint(src: str, cfg: StepConfig) -> str:
     return hashlib.sha256(json.dumps([src, cfg.model_dump(mode="json")], sort_keys=True).encode()).hexdigest()
 
 
-def load_task_data(path: Path, cfg: TrainConfig, task: str) -> tuple[Any, Any, list[str]]:
+def _label_order(label: str) -> tuple[bool, int, str]:
+    """Integer labels in numeric order (0, 1, 2, ... 10), then the rest alphabetically."""
+    numeric = label.lstrip("-").isdigit()
+    return (not numeric, int(label) if numeric else 0, label)
+
+
+def load_task_data(cfg: TrainConfig, task: str) -> tuple[Any, Any, list[str]]:
     """(train examples, dev examples, label names) with labels checked against the task."""
     from edgeslim import data
 
@@ -78,14 +84,13 @@ def load_task_data(path: Path, cfg: TrainConfig, task: str) -> tuple[Any, Any, l
         return train, dev, []
     if task == "token-classification":
         names = sorted({tag for tags in train.labels for tag in tags.split(" ")})
+        seen = {tag for tags in dev.labels for tag in tags.split(" ")}
     else:
-        names = sorted(
-            set(train.labels),
-            key=lambda x: (not x.lstrip("-").isdigit(), int(x) if x.lstrip("-").isdigit() else 0, x),
-        )
+        names = sorted(set(train.labels), key=_label_order)
+        seen = set(dev.labels)
     if len(names) > 1000 or (task == "sequence-classification" and len(names) > len(train) / 2):
         raise InputError(f"{cfg.data} has {len(names)} distinct labels: is this a {task} dataset?")
-    unknown = {x for x in dev.labels if task != "token-classification" and x not in names}
+    unknown = seen - set(names)
     if unknown:
         raise InputError(
             f"dev labels {sorted(unknown)[:5]} do not occur in the training data: "
@@ -95,11 +100,12 @@ def load_task_data(path: Path, cfg: TrainConfig, task: str) -> tuple[Any, Any, l
 
 
 def label_values(examples: Any, task: str, names: list[str]) -> list[Any]:
+    """Labels as training targets: floats (regression), class ids, or per-word id lists."""
     index = {name: i for i, name in enumerate(names)}
     if task == "regression":
         return [float(x) for x in examples.labels]
     if task == "token-classification":
-        return [[index.get(tag, 0) for tag in tags.split(" ")] for tags in examples.labels]
+        return [[index[tag] for tag in tags.split(" ")] for tags in examples.labels]
     return [index[x] for x in examples.labels]
 
 
@@ -121,7 +127,7 @@ def run(src: str, cfg: Config, out: Path) -> dict[str, Any]:
     from edgeslim import training
 
     path = models.resolve(src)
-    train, dev, names = load_task_data(path, cfg, cfg.task)
+    train, dev, names = load_task_data(cfg, cfg.task)
     torch.manual_seed(cfg.seed)  # the new head's initialisation is part of the run
     model = models.load(path, cfg.task, labels=names or None).train()
     result = training.fit(
