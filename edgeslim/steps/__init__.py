@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict
 STEP_MODULES: tuple[str, ...] = (
     "finetune",
     "distill",
+    "prune",
     "export",
     "optimize",
     "quantize",

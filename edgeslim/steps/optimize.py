@@ -39,6 +39,8 @@ class Config(StepConfig):
 
 def shape_facts(config: dict[str, Any]) -> tuple[int, int]:
     """(num_heads, hidden_size) from a HF config; a wrong value silently skips fusion."""
+    if config.get("pruned_heads"):  # heads per layer differ from the config: let the fuser read the graph
+        return 0, 0
     heads = config.get("num_attention_heads") or config.get("n_heads")
     hidden = config.get("hidden_size") or config.get("dim")
     if not heads or not hidden:

@@ -1,0 +1,124 @@
+"""Structured pruning that shrinks the model: attention heads (transformers' prune_heads),
+FFN neurons (rows of the up-projection and columns of the down-projection, via
+transformers' prune_linear_layer) and whole layers. Importance is weight magnitude or
+first-order Taylor (|gradient x weight|) on real batches."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from edgeslim.errors import InputError
+
+SUPPORTED = ("bert", "roberta", "xlm-roberta", "electra")
+
+
+def _check(model: Any) -> None:
+    if model.config.model_type not in SUPPORTED:
+        raise InputError(
+            f"structured pruning supports {', '.join(SUPPORTED)}; this model is {model.config.model_type}"
+        )
+
+
+def _blocks(model: Any) -> Any:
+    return getattr(model, model.base_model_prefix).encoder.layer
+
+
+def head_importance(model: Any, batches: list[dict[str, Any]] | None) -> torch.Tensor:
+    """(layers, heads) importance: Taylor |grad x weight| of Q/K/V/O slices, else their L2 norm."""
+    _check(model)
+    blocks = _blocks(model)
+    heads = model.config.num_attention_heads
+    size = model.config.hidden_size // heads
+    if batches:
+        _accumulate_grads(model, batches)
+    scores = torch.zeros(len(blocks), heads)
+    for i, block in enumerate(blocks):
+        attn = block.attention
+        for h in range(heads):
+            rows = slice(h * size, (h + 1) * size)
+            parts = [
+                attn.self.query.weight[rows],
+                attn.self.key.weight[rows],
+                attn.self.value.weight[rows],
+                attn.output.dense.weight[:, rows],
+            ]
+            if batches:
+                grads = [
+                    attn.self.query.weight.grad[rows],
+                    attn.self.key.weight.grad[rows],
+                    attn.self.value.weight.grad[rows],
+                    attn.output.dense.weight.grad[:, rows],
+                ]
+                scores[i, h] = sum(
+                    float((p * g).detach().abs().sum()) for p, g in zip(parts, grads, strict=True)
+                )
+            else:
+                scores[i, h] = sum(float(p.detach().norm()) for p in parts)
+    model.zero_grad()
+    return scores
+
+
+def ffn_importance(model: Any, batches: list[dict[str, Any]] | None) -> list[torch.Tensor]:
+    """Per layer, (intermediate,) importance of each FFN neuron (Taylor or magnitude)."""
+    _check(model)
+    if batches:
+        _accumulate_grads(model, batches)
+    result = []
+    for block in _blocks(model):
+        up, down = block.intermediate.dense, block.output.dense
+        if batches:
+            score = (up.weight * up.weight.grad).abs().sum(1) + (down.weight * down.weight.grad).abs().sum(0)
+        else:
+            score = up.weight.norm(dim=1) * down.weight.norm(dim=0)
+        result.append(score.detach())
+    model.zero_grad()
+    return result
+
+
+def _accumulate_grads(model: Any, batches: list[dict[str, Any]]) -> None:
+    """Gradients of the task loss summed over `batches` (model must have a head and labels)."""
+    model.zero_grad()
+    model.train()
+    for batch in batches:
+        loss = model(**batch).loss
+        if loss is None:
+            raise InputError("Taylor importance needs labelled data for the model's head: pass --data")
+        loss.backward()
+    model.eval()
+
+
+def prune_heads_(model: Any, ratio: float, scores: torch.Tensor) -> dict[int, list[int]]:
+    """Remove the lowest-scoring `ratio` of heads in every layer (at least one head stays)."""
+    heads = scores.shape[1]
+    drop = int(round(ratio * heads))
+    if drop >= heads:
+        raise InputError(
+            f"--heads {ratio} would remove all {heads} heads of a layer: remove the layer instead "
+            "(--layers) or prune fewer heads"
+        )
+    plan = {i: sorted(int(h) for h in scores[i].argsort()[:drop]) for i in range(scores.shape[0])}
+    model.prune_heads({i: hs for i, hs in plan.items() if hs})
+    return plan
+
+
+def prune_ffn_(model: Any, ratio: float, scores: list[torch.Tensor]) -> list[int]:
+    """Keep the top (1 - ratio) FFN neurons of every layer; returns the new sizes."""
+    from transformers.pytorch_utils import prune_linear_layer
+
+    sizes = []
+    for block, score in zip(_blocks(model), scores, strict=True):
+        keep = max(1, int(round(score.numel() * (1 - ratio))))
+        index = score.argsort(descending=True)[:keep].sort().values
+        block.intermediate.dense = prune_linear_layer(block.intermediate.dense, index, dim=0)  # type: ignore[arg-type]
+        block.output.dense = prune_linear_layer(block.output.dense, index, dim=1)  # type: ignore[arg-type]
+        sizes.append(keep)
+    if len(set(sizes)) == 1:
+        model.config.intermediate_size = sizes[0]
+    return sizes
+
+
+def count(model: Any) -> int:
+    """Parameters."""
+    return sum(p.numel() for p in model.parameters())

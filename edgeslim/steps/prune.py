@@ -1,0 +1,159 @@
+"""prune: remove attention heads, FFN neurons and layers by importance; optionally recover
+accuracy by distilling from the unpruned teacher. Output: a smaller HF directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+import typer
+from pydantic import Field
+
+from edgeslim import models
+from edgeslim.errors import InputError
+from edgeslim.options import Force, Output
+from edgeslim.steps import StepConfig
+
+
+class Config(StepConfig):
+    """What to remove and how to rank it; recovery settings."""
+
+    takes_model: ClassVar[bool] = True
+    produces_model: ClassVar[bool] = True
+    type: Literal["prune"] = "prune"
+    heads: float | None = Field(None, gt=0, lt=1, description="Fraction of heads to remove in every layer.")
+    ffn: float | None = Field(
+        None, gt=0, lt=1, description="Fraction of FFN neurons to remove in every layer."
+    )
+    keep_layers: str | None = Field(None, description="Layers to keep, e.g. 0,2,4 (others removed).")
+    importance: Literal["magnitude", "taylor"] = Field("magnitude", description="How to rank what to remove.")
+    data: str = Field("sst2:train", description="Labelled data for Taylor importance and recovery.")
+    importance_batches: int = Field(8, gt=0, description="Batches of 32 for Taylor importance.")
+    recover_with: Path | None = Field(None, description="Teacher to distill from after pruning.")
+    recover_steps: int = Field(300, gt=0, description="Recovery distillation steps.")
+    eval: str = Field("sst2:dev", description="Dev data for recovery.")
+    max_length: int = Field(128, gt=1, description="Max tokens for importance and recovery.")
+    seed: int = Field(0, description="Seed.")
+
+
+def _task(config: dict[str, Any]) -> str:
+    heads = " ".join(config.get("architectures") or [])
+    if "ForSequenceClassification" in heads:
+        return "regression" if config.get("num_labels") == 1 else "sequence-classification"
+    return "feature-extraction"
+
+
+def _importance_batches(path: Path, cfg: Config) -> list[dict[str, Any]]:
+    from edgeslim import data, evaluation, train_data
+
+    examples = data.load_labelled(cfg.data, None, None, None, None, 32 * cfg.importance_batches)
+    labels = [int(x) for x in evaluation.label_ids(examples, path)]
+    encoded = train_data.encode(path, examples, cfg.max_length, labels)
+    return [
+        train_data.collate(encoded, list(range(i, min(i + 32, len(encoded)))), 0, "class")
+        for i in range(0, len(encoded), 32)
+    ]
+
+
+def run(src: str, cfg: Config, out: Path) -> dict[str, Any]:
+    """Prune model `src` into the HF directory `out` (then recover when asked)."""
+    import torch
+
+    from edgeslim import pruning, students
+
+    if not (cfg.heads or cfg.ffn or cfg.keep_layers):
+        raise InputError("nothing to prune: give --heads, --ffn and/or --keep-layers")
+    path = models.resolve(src)
+    config = json.loads((path / "config.json").read_text())
+    task = _task(config)
+    torch.manual_seed(cfg.seed)
+    model = models.load(path, task)
+    before = pruning.count(model)
+    if cfg.importance == "taylor" and task != "sequence-classification":
+        raise InputError("Taylor importance needs a sequence-classification model with labels; use magnitude")
+    batches = _importance_batches(path, cfg) if cfg.importance == "taylor" else None
+    record: dict[str, Any] = {
+        "type": "prune",
+        "source": str(path),
+        "config": cfg.model_dump(mode="json"),
+        "parameters_before": before,
+    }
+    if cfg.keep_layers:
+        mapping = students.layer_map(model.config.num_hidden_layers, None, cfg.keep_layers)
+        model = students.reduce_layers(model, mapping)
+        record["kept_layers"] = mapping
+    if cfg.heads:
+        record["removed_heads"] = pruning.prune_heads_(
+            model, cfg.heads, pruning.head_importance(model, batches)
+        )
+    if cfg.ffn:
+        record["ffn_sizes"] = pruning.prune_ffn_(model, cfg.ffn, pruning.ffn_importance(model, batches))
+    record["parameters_after"] = pruning.count(model)
+    pruned = out / "pruned" if cfg.recover_with else out
+    model.save_pretrained(pruned)
+    models.save_tokenizer(path, pruned)
+    if cfg.recover_with:
+        record["recovery"] = _recover(pruned, cfg, out)
+    (out / "edgeslim-prune.json").write_text(json.dumps(record, indent=2) + "\n")
+    return {
+        "parameters": f"{before:,} -> {record['parameters_after']:,}",
+        **({"recovered": record["recovery"]["student_best"]} if cfg.recover_with else {}),
+    }
+
+
+def _recover(pruned: Path, cfg: Config, out: Path) -> dict[str, Any]:
+    """Distill the unpruned teacher into the pruned model (KL + hidden states)."""
+    import shutil
+
+    from edgeslim.steps import distill
+
+    dcfg = distill.Config(
+        student=pruned,
+        data=cfg.data,
+        eval=cfg.eval,
+        max_steps=cfg.recover_steps,
+        eval_every=cfg.recover_steps,
+        save_every=cfg.recover_steps,
+        max_length=cfg.max_length,
+        seed=cfg.seed,
+        lr=1e-4,
+        losses=distill.Weights(kl=1.0, hidden=1.0),
+    )
+    work = out / "recovery"
+    work.mkdir()
+    summary = distill.run(str(cfg.recover_with), dcfg, work)
+    for item in work.iterdir():
+        shutil.move(str(item), out / item.name)
+    work.rmdir()
+    shutil.rmtree(pruned)
+    return summary
+
+
+def command(
+    model: Annotated[str, typer.Argument(help="Model directory (fine-tuned student or teacher).")],
+    output: Output,
+    heads: Annotated[float | None, typer.Option(help="Fraction of heads to remove per layer.")] = None,
+    ffn: Annotated[float | None, typer.Option(help="Fraction of FFN neurons to remove per layer.")] = None,
+    keep_layers: Annotated[str | None, typer.Option(help="Layers to keep, e.g. 0,2,4.")] = None,
+    importance: Annotated[str, typer.Option(help="magnitude or taylor.")] = "magnitude",
+    recover_with: Annotated[Path | None, typer.Option(help="Teacher to distill from afterwards.")] = None,
+    data: Annotated[str, typer.Option(help="Labelled data (Taylor importance, recovery).")] = "sst2:train",
+    recover_steps: Annotated[int, typer.Option(help="Recovery steps.")] = 300,
+    force: Force = False,
+) -> None:
+    """Remove heads, FFN neurons and layers (a smaller real model), then optionally recover."""
+    from edgeslim.pipeline import run_single
+    from edgeslim.recipe import make_config
+
+    cfg = make_config(
+        Config,
+        heads=heads,
+        ffn=ffn,
+        keep_layers=keep_layers,
+        importance=importance,
+        recover_with=recover_with,
+        data=data,
+        recover_steps=recover_steps,
+    )
+    run_single(model, cfg, output, force)
