@@ -24,6 +24,7 @@ STEP_MODULES: tuple[str, ...] = (
     "finetune",
     "distill",
     "prune",
+    "simplify",
     "export",
     "optimize",
     "quantize",

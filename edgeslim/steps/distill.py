@@ -171,6 +171,33 @@ def run(src: str, cfg: Config, out: Path) -> dict[str, Any]:
     }
 
 
+def recover(student: Path, teacher: Path, cfg: Any, out: Path) -> dict[str, Any]:
+    """Distill `teacher` into the transformed `student` directory (KL + hidden states) and
+    leave the result in `out` (used by prune and simplify); `student` is removed after."""
+    import shutil
+
+    dcfg = Config(
+        student=student,
+        data=cfg.data,
+        eval=cfg.eval,
+        max_steps=cfg.recover_steps,
+        eval_every=cfg.recover_steps,
+        save_every=cfg.recover_steps,
+        max_length=cfg.max_length,
+        seed=cfg.seed,
+        lr=1e-4,
+        losses=Weights(kl=1.0, hidden=1.0),
+    )
+    work = out / "recovery"
+    work.mkdir()
+    summary = run(str(teacher), dcfg, work)
+    for item in work.iterdir():
+        shutil.move(str(item), out / item.name)
+    work.rmdir()
+    shutil.rmtree(student)
+    return summary
+
+
 def command(
     teacher: Annotated[str, typer.Option("--teacher", help="Fine-tuned teacher directory.")],
     output: Output,

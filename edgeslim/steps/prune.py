@@ -61,6 +61,7 @@ def run(src: str, cfg: Config, out: Path) -> dict[str, Any]:
     import torch
 
     from edgeslim import pruning, students
+    from edgeslim.steps import distill
 
     if not (cfg.heads or cfg.ffn or cfg.keep_layers):
         raise InputError("nothing to prune: give --heads, --ffn and/or --keep-layers")
@@ -94,40 +95,12 @@ def run(src: str, cfg: Config, out: Path) -> dict[str, Any]:
     model.save_pretrained(pruned)
     models.save_tokenizer(path, pruned)
     if cfg.recover_with:
-        record["recovery"] = _recover(pruned, cfg, out)
+        record["recovery"] = distill.recover(pruned, cfg.recover_with, cfg, out)
     (out / "edgeslim-prune.json").write_text(json.dumps(record, indent=2) + "\n")
     return {
         "parameters": f"{before:,} -> {record['parameters_after']:,}",
         **({"recovered": record["recovery"]["student_best"]} if cfg.recover_with else {}),
     }
-
-
-def _recover(pruned: Path, cfg: Config, out: Path) -> dict[str, Any]:
-    """Distill the unpruned teacher into the pruned model (KL + hidden states)."""
-    import shutil
-
-    from edgeslim.steps import distill
-
-    dcfg = distill.Config(
-        student=pruned,
-        data=cfg.data,
-        eval=cfg.eval,
-        max_steps=cfg.recover_steps,
-        eval_every=cfg.recover_steps,
-        save_every=cfg.recover_steps,
-        max_length=cfg.max_length,
-        seed=cfg.seed,
-        lr=1e-4,
-        losses=distill.Weights(kl=1.0, hidden=1.0),
-    )
-    work = out / "recovery"
-    work.mkdir()
-    summary = distill.run(str(cfg.recover_with), dcfg, work)
-    for item in work.iterdir():
-        shutil.move(str(item), out / item.name)
-    work.rmdir()
-    shutil.rmtree(pruned)
-    return summary
 
 
 def command(

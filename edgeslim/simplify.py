@@ -1,0 +1,98 @@
+"""Structure simplification: simpler activations, cross-layer weight sharing, vocabulary
+trimming (WordPiece tokenizers: the tokenizer and the embedding rows are rebuilt together)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from edgeslim.errors import InputError
+
+ACTIVATIONS = ("relu", "gelu_new", "gelu")  # gelu_new: the tanh approximation
+
+
+def set_activation_(model: Any, name: str) -> None:
+    """Replace every FFN activation with `name` and record it in the config."""
+    from transformers.activations import ACT2FN
+
+    base = getattr(model, model.base_model_prefix)
+    for block in base.encoder.layer:
+        block.intermediate.intermediate_act_fn = ACT2FN[name]
+    model.config.hidden_act = name
+
+
+def share_layers_(model: Any, group: int) -> list[list[int]]:
+    """ALBERT-style sharing: each group of `group` consecutive layers takes its first layer's
+    weights (values copied, so the saved model loads anywhere; the ONNX exporter then stores
+    each shared weight once, because it deduplicates equal initializers)."""
+    import torch
+
+    layers = getattr(model, model.base_model_prefix).encoder.layer
+    if group < 2 or len(layers) % group:
+        raise InputError(f"--share-layers {group} must be >= 2 and divide the {len(layers)} layers")
+    groups = [list(range(i, i + group)) for i in range(0, len(layers), group)]
+    with torch.no_grad():
+        for members in groups:
+            source = layers[members[0]].state_dict()
+            for index in members[1:]:
+                layers[index].load_state_dict(source)
+    return groups
+
+
+def trim_vocabulary_(model: Any, model_dir: Path, texts: list[str], out: Path) -> dict[str, Any]:
+    """Keep the tokens that occur in `texts` plus special tokens; rewrite tokenizer.json and
+    vocab.txt into `out` and shrink the word embeddings (and tied decoders) to match."""
+    import torch
+    from tokenizers import Tokenizer
+
+    spec = json.loads((model_dir / "tokenizer.json").read_text())
+    if spec["model"]["type"] != "WordPiece":
+        raise InputError(
+            f"vocabulary trimming supports WordPiece tokenizers (BERT family); this one is "
+            f"{spec['model']['type']}"
+        )
+    tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    tok.no_truncation()
+    used: set[int] = set()
+    total = unknown = 0
+    unk = spec["model"]["vocab"][spec["model"]["unk_token"]]
+    for enc in tok.encode_batch(texts, add_special_tokens=False):
+        used.update(enc.ids)
+        total += len(enc.ids)
+        unknown += sum(i == unk for i in enc.ids)
+    special = {t["id"] for t in spec["added_tokens"]} | {unk}
+    old_vocab: dict[str, int] = spec["model"]["vocab"]
+    keep = sorted((used | special) & set(old_vocab.values()))
+    if len(keep) <= len(special):
+        raise InputError(
+            "the corpus leaves no tokens besides the special ones: give a corpus of the task's text"
+        )
+    new_id = {old: new for new, old in enumerate(keep)}
+    by_id = {i: t for t, i in old_vocab.items()}
+    spec["model"]["vocab"] = {by_id[old]: new for old, new in new_id.items()}
+    for token in spec["added_tokens"]:
+        token["id"] = new_id[token["id"]]
+    for entry in (spec.get("post_processor") or {}).get("special_tokens", {}).values():
+        entry["ids"] = [new_id[i] for i in entry["ids"]]
+    (out / "tokenizer.json").write_text(json.dumps(spec, ensure_ascii=False))
+    (out / "vocab.txt").write_text("\n".join(by_id[old] for old in keep) + "\n")
+    embeddings = model.get_input_embeddings()
+    index = torch.tensor(keep)
+    new = torch.nn.Embedding(
+        len(keep), embeddings.weight.shape[1], padding_idx=new_id.get(model.config.pad_token_id or 0)
+    )
+    with torch.no_grad():
+        new.weight.copy_(embeddings.weight[index])
+    model.set_input_embeddings(new)
+    model.config.vocab_size = len(keep)
+    for name in ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id", "cls_token_id"):
+        value = getattr(model.config, name, None)
+        if isinstance(value, int) and value in new_id:
+            setattr(model.config, name, new_id[value])
+    return {
+        "vocab_before": len(old_vocab),
+        "vocab_after": len(keep),
+        "corpus_tokens": total,
+        "corpus_unknown_fraction": round(unknown / max(total, 1), 5),
+    }

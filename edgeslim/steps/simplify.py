@@ -1,0 +1,110 @@
+"""simplify: simpler activation, cross-layer weight sharing, vocabulary trimming."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+import typer
+from pydantic import Field
+
+from edgeslim import models
+from edgeslim.errors import InputError
+from edgeslim.options import Force, Output
+from edgeslim.steps import StepConfig
+
+
+class Config(StepConfig):
+    """Which simplifications to apply; recovery by distillation from a teacher."""
+
+    takes_model: ClassVar[bool] = True
+    produces_model: ClassVar[bool] = True
+    type: Literal["simplify"] = "simplify"
+    activation: Literal["relu", "gelu_new", "gelu"] | None = Field(None, description="New FFN activation.")
+    share_layers: int | None = Field(None, ge=2, description="Groups of K consecutive layers share weights.")
+    trim_vocab: str | None = Field(None, description="Keep only tokens that occur in this corpus.")
+    trim_vocab_size: int | None = Field(None, gt=0, description="Use the first N texts of the corpus.")
+    recover_with: Path | None = Field(None, description="Teacher to distill from after the change.")
+    recover_steps: int = Field(300, gt=0, description="Recovery distillation steps.")
+    data: str = Field("sst2:train", description="Labelled data for recovery.")
+    eval: str = Field("sst2:dev", description="Dev data for recovery.")
+    max_length: int = Field(128, gt=1, description="Max tokens for recovery.")
+    seed: int = Field(0, description="Seed.")
+
+
+def run(src: str, cfg: Config, out: Path) -> dict[str, Any]:
+    """Simplify model `src` into the HF directory `out`."""
+    import torch
+
+    from edgeslim import data, pruning, simplify
+    from edgeslim.steps import distill
+    from edgeslim.steps.prune import _task
+
+    if not (cfg.activation or cfg.share_layers or cfg.trim_vocab):
+        raise InputError("nothing to simplify: give --activation, --share-layers and/or --trim-vocab")
+    if cfg.share_layers and cfg.recover_with:
+        raise InputError(
+            "recovery would train the shared layers apart: share layers after recovery, "
+            "or recover without --share-layers"
+        )
+    path = models.resolve(src)
+    torch.manual_seed(cfg.seed)
+    model = models.load(path, _task(json.loads((path / "config.json").read_text())))
+    record: dict[str, Any] = {
+        "type": "simplify",
+        "source": str(path),
+        "config": cfg.model_dump(mode="json"),
+        "parameters_before": pruning.count(model),
+    }
+    if cfg.activation:
+        simplify.set_activation_(model, cfg.activation)
+    if cfg.share_layers:
+        record["shared_groups"] = simplify.share_layers_(model, cfg.share_layers)
+    current = path
+    if cfg.activation and cfg.recover_with:
+        changed = out / "changed"
+        model.save_pretrained(changed)
+        models.save_tokenizer(path, changed)
+        record["recovery"] = distill.recover(changed, cfg.recover_with, cfg, out)
+        current = out
+        model = models.load(out, _task(json.loads((out / "config.json").read_text())))
+    if cfg.trim_vocab:
+        texts = data.load(cfg.trim_vocab).head(cfg.trim_vocab_size or 10**9).texts
+        record["vocabulary"] = simplify.trim_vocabulary_(model, current, texts, out)
+    model.save_pretrained(out)
+    if current != out:  # trimming wrote tokenizer.json and vocab.txt already; keep those
+        for name in models.TOKENIZER_FILES:
+            if (current / name).exists() and not (out / name).exists():
+                (out / name).write_bytes((current / name).read_bytes())
+    record["parameters_after"] = pruning.count(model)
+    (out / "edgeslim-simplify.json").write_text(json.dumps(record, indent=2) + "\n")
+    return {
+        "parameters": f"{record['parameters_before']:,} -> {record['parameters_after']:,}",
+        **({"vocabulary": record["vocabulary"]} if cfg.trim_vocab else {}),
+    }
+
+
+def command(
+    model: Annotated[str, typer.Argument(help="Model directory.")],
+    output: Output,
+    activation: Annotated[str | None, typer.Option(help="relu, gelu_new (tanh) or gelu.")] = None,
+    share_layers: Annotated[int | None, typer.Option(help="Groups of K layers share weights.")] = None,
+    trim_vocab: Annotated[str | None, typer.Option(help="Corpus whose tokens are kept.")] = None,
+    recover_with: Annotated[Path | None, typer.Option(help="Teacher to distill from afterwards.")] = None,
+    recover_steps: Annotated[int, typer.Option(help="Recovery steps.")] = 300,
+    force: Force = False,
+) -> None:
+    """Simplify activations, share weights across layers, trim the vocabulary."""
+    from edgeslim.pipeline import run_single
+    from edgeslim.recipe import make_config
+
+    cfg = make_config(
+        Config,
+        activation=activation,
+        share_layers=share_layers,
+        trim_vocab=trim_vocab,
+        recover_with=recover_with,
+        recover_steps=recover_steps,
+    )
+    run_single(model, cfg, output, force)
