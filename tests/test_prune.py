@@ -78,3 +78,12 @@ def test_prune_bad_input(tiny_factory: Callable[..., Path], tmp_path: Path) -> N
     result = _prune(tiny_factory("distilbert"), tmp_path / "p", "--heads", "0.5")
     assert result.exit_code == 3 and "supports bert" in result.output
     assert not (tmp_path / "p").exists()
+
+
+def test_unstructured_magnitude(tiny_factory: Callable[..., Path], tmp_path: Path) -> None:
+    result = _prune(tiny_factory("bert", "seq", 2), tmp_path / "p", "--unstructured", "0.8")
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "p" / "edgeslim-prune.json").read_text())
+    assert all(0.79 <= v <= 0.81 for v in record["sparsity"].values())
+    assert record["zipped_bytes"]["after"] < record["zipped_bytes"]["before"]
+    assert "not a speed win" in record["note"]

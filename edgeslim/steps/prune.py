@@ -27,6 +27,7 @@ class Config(StepConfig):
         None, gt=0, lt=1, description="Fraction of FFN neurons to remove in every layer."
     )
     keep_layers: str | None = Field(None, description="Layers to keep, e.g. 0,2,4 (others removed).")
+    unstructured: float | None = Field(None, gt=0, lt=1, description="One-shot magnitude sparsity per layer.")
     importance: Literal["magnitude", "taylor"] = Field("magnitude", description="How to rank what to remove.")
     data: str = Field("sst2:train", description="Labelled data for Taylor importance and recovery.")
     importance_batches: int = Field(8, gt=0, description="Batches of 32 for Taylor importance.")
@@ -63,8 +64,8 @@ def run(src: str, cfg: Config, out: Path) -> dict[str, Any]:
     from edgeslim import pruning, students
     from edgeslim.steps import distill
 
-    if not (cfg.heads or cfg.ffn or cfg.keep_layers):
-        raise InputError("nothing to prune: give --heads, --ffn and/or --keep-layers")
+    if not (cfg.heads or cfg.ffn or cfg.keep_layers or cfg.unstructured):
+        raise InputError("nothing to prune: give --heads, --ffn, --keep-layers and/or --unstructured")
     path = models.resolve(src)
     config = json.loads((path / "config.json").read_text())
     task = _task(config)
@@ -91,9 +92,22 @@ def run(src: str, cfg: Config, out: Path) -> dict[str, Any]:
     if cfg.ffn:
         record["ffn_sizes"] = pruning.prune_ffn_(model, cfg.ffn, pruning.ffn_importance(model, batches))
     record["parameters_after"] = pruning.count(model)
+    if cfg.unstructured:
+        if cfg.recover_with:
+            raise InputError(
+                "recovery would refill the zeroed weights: use --unstructured without --recover-with"
+            )
+        record["sparsity"] = pruning.unstructured_(model, cfg.unstructured)
     pruned = out / "pruned" if cfg.recover_with else out
     model.save_pretrained(pruned)
     models.save_tokenizer(path, pruned)
+    if cfg.unstructured:
+        weights = pruned / "model.safetensors"
+        record["zipped_bytes"] = {
+            "before": pruning.zipped_size(path / "model.safetensors"),
+            "after": pruning.zipped_size(weights),
+        }
+        record["note"] = "onnxruntime's CPU kernels do not skip zeros: a compressed-size win, not a speed win"
     if cfg.recover_with:
         record["recovery"] = distill.recover(pruned, cfg.recover_with, cfg, out)
     (out / "edgeslim-prune.json").write_text(json.dumps(record, indent=2) + "\n")
@@ -109,6 +123,7 @@ def command(
     heads: Annotated[float | None, typer.Option(help="Fraction of heads to remove per layer.")] = None,
     ffn: Annotated[float | None, typer.Option(help="Fraction of FFN neurons to remove per layer.")] = None,
     keep_layers: Annotated[str | None, typer.Option(help="Layers to keep, e.g. 0,2,4.")] = None,
+    unstructured: Annotated[float | None, typer.Option(help="One-shot magnitude sparsity.")] = None,
     importance: Annotated[str, typer.Option(help="magnitude or taylor.")] = "magnitude",
     recover_with: Annotated[Path | None, typer.Option(help="Teacher to distill from afterwards.")] = None,
     data: Annotated[str, typer.Option(help="Labelled data (Taylor importance, recovery).")] = "sst2:train",
@@ -124,6 +139,7 @@ def command(
         heads=heads,
         ffn=ffn,
         keep_layers=keep_layers,
+        unstructured=unstructured,
         importance=importance,
         recover_with=recover_with,
         data=data,
