@@ -25,37 +25,27 @@ def _blocks(model: Any) -> Any:
     return getattr(model, model.base_model_prefix).encoder.layer
 
 
-def head_importance(model: Any, batches: list[dict[str, Any]] | None) -> torch.Tensor:
-    """(layers, heads) importance: Taylor |grad x weight| of Q/K/V/O slices, else their L2 norm."""
+def head_importance(model: Any, batches: list[dict[str, Any]] | None) -> list[torch.Tensor]:
+    """Per layer, (heads,) importance of its remaining heads: Taylor |grad x weight| of the
+    head's Q/K/V rows and output columns, else their L2 norm."""
     _check(model)
-    blocks = _blocks(model)
-    heads = model.config.num_attention_heads
-    size = model.config.hidden_size // heads
     if batches:
         _accumulate_grads(model, batches)
-    scores = torch.zeros(len(blocks), heads)
-    for i, block in enumerate(blocks):
+    scores = []
+    for block in _blocks(model):
         attn = block.attention
+        heads, size = attn.self.num_attention_heads, attn.self.attention_head_size
+        weights = [attn.self.query.weight, attn.self.key.weight, attn.self.value.weight]
+        layer = torch.zeros(heads)
         for h in range(heads):
             rows = slice(h * size, (h + 1) * size)
-            parts = [
-                attn.self.query.weight[rows],
-                attn.self.key.weight[rows],
-                attn.self.value.weight[rows],
-                attn.output.dense.weight[:, rows],
-            ]
+            parts = [w[rows] for w in weights] + [attn.output.dense.weight[:, rows]]
             if batches:
-                grads = [
-                    attn.self.query.weight.grad[rows],
-                    attn.self.key.weight.grad[rows],
-                    attn.self.value.weight.grad[rows],
-                    attn.output.dense.weight.grad[:, rows],
-                ]
-                scores[i, h] = sum(
-                    float((p * g).detach().abs().sum()) for p, g in zip(parts, grads, strict=True)
-                )
+                grads = [w.grad[rows] for w in weights] + [attn.output.dense.weight.grad[:, rows]]
+                layer[h] = sum(float((p * g).detach().abs().sum()) for p, g in zip(parts, grads, strict=True))
             else:
-                scores[i, h] = sum(float(p.detach().norm()) for p in parts)
+                layer[h] = sum(float(p.detach().norm()) for p in parts)
+        scores.append(layer)
     model.zero_grad()
     return scores
 
@@ -89,16 +79,22 @@ def _accumulate_grads(model: Any, batches: list[dict[str, Any]]) -> None:
     model.eval()
 
 
-def prune_heads_(model: Any, ratio: float, scores: torch.Tensor) -> dict[int, list[int]]:
-    """Remove the lowest-scoring `ratio` of heads in every layer (at least one head stays)."""
-    heads = scores.shape[1]
-    drop = int(round(ratio * heads))
-    if drop >= heads:
-        raise InputError(
-            f"--heads {ratio} would remove all {heads} heads of a layer: remove the layer instead "
-            "(--layers) or prune fewer heads"
-        )
-    plan = {i: sorted(int(h) for h in scores[i].argsort()[:drop]) for i in range(scores.shape[0])}
+def prune_heads_(model: Any, ratio: float, scores: list[torch.Tensor]) -> dict[int, list[int]]:
+    """Remove the lowest-scoring `ratio` of each layer's remaining heads (at least one stays).
+
+    Returns, per layer, the removed heads as indices of the original model (what transformers'
+    prune_heads and config.pruned_heads use, also when heads were pruned before)."""
+    plan: dict[int, list[int]] = {}
+    for i, (block, score) in enumerate(zip(_blocks(model), scores, strict=True)):
+        heads = score.numel()
+        drop = int(round(ratio * heads))
+        if drop >= heads:
+            raise InputError(
+                f"--heads {ratio} would remove all {heads} heads of layer {i}: remove the layer "
+                "instead (--keep-layers) or prune fewer heads"
+            )
+        original = sorted(set(range(model.config.num_attention_heads)) - set(block.attention.pruned_heads))
+        plan[i] = sorted(original[int(h)] for h in score.argsort()[:drop])
     model.prune_heads({i: hs for i, hs in plan.items() if hs})
     return plan
 

@@ -87,3 +87,28 @@ def test_unstructured_magnitude(tiny_factory: Callable[..., Path], tmp_path: Pat
     assert all(0.79 <= v <= 0.81 for v in record["sparsity"].values())
     assert record["zipped_bytes"]["after"] < record["zipped_bytes"]["before"]
     assert "not a speed win" in record["note"]
+
+
+def test_iterative_cycles_track_metric(tiny_factory: Callable[..., Path], tmp_path: Path) -> None:
+    teacher = tiny_factory("bert", "seq", 2)
+    result = _prune(
+        teacher,
+        tmp_path / "p",
+        "--heads",
+        "0.5",
+        "--ffn",
+        "0.5",
+        "--cycles",
+        "2",
+        "--recover-with",
+        str(teacher),
+        "--recover-steps",
+        "2",
+    )
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "p" / "edgeslim-prune.json").read_text())
+    params = [c["parameters"] for c in record["cycles"]]
+    assert len(params) == 2 and params[1] < params[0] and "accuracy" in record["cycles"][0]["dev"]
+    config = json.loads((tmp_path / "p" / "config.json").read_text())
+    assert all(len(v) == 2 for v in config["pruned_heads"].values())  # 4 -> 3 -> 2 heads, original indices
+    assert not list((tmp_path / "p").glob("cycle*"))

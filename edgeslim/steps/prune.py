@@ -36,6 +36,10 @@ class Config(StepConfig):
     eval: str = Field("sst2:dev", description="Dev data for recovery.")
     max_length: int = Field(128, gt=1, description="Max tokens for importance and recovery.")
     seed: int = Field(0, description="Seed.")
+    cycles: int = Field(1, ge=1, description="Prune -> recover cycles reaching the fractions gradually.")
+    target_params: int | None = Field(
+        None, gt=0, description="Stop the cycles once at most this many parameters."
+    )
 
 
 def _task(config: dict[str, Any]) -> str:
@@ -66,6 +70,8 @@ def run(src: str, cfg: Config, out: Path) -> dict[str, Any]:
 
     if not (cfg.heads or cfg.ffn or cfg.keep_layers or cfg.unstructured):
         raise InputError("nothing to prune: give --heads, --ffn, --keep-layers and/or --unstructured")
+    if cfg.cycles > 1:
+        return _cycles(src, cfg, out)
     path = models.resolve(src)
     config = json.loads((path / "config.json").read_text())
     task = _task(config)
@@ -117,6 +123,53 @@ def run(src: str, cfg: Config, out: Path) -> dict[str, Any]:
     }
 
 
+def _cycles(src: str, cfg: Config, out: Path) -> dict[str, Any]:
+    """Reach the head/FFN fractions over `cycles` prune -> recover rounds (each removes the same
+    fraction of what is left), tracking parameters and the dev metric per cycle."""
+    import shutil
+
+    if cfg.unstructured or not cfg.recover_with:
+        raise InputError(
+            "--cycles alternates structured pruning with recovery: give --recover-with, not --unstructured"
+        )
+
+    def per_cycle(total: float | None) -> float | None:
+        return None if total is None else 1 - (1 - total) ** (1 / cfg.cycles)
+
+    current, history = src, []
+    for cycle in range(cfg.cycles):
+        step_cfg = cfg.model_copy(
+            update={
+                "cycles": 1,
+                "heads": per_cycle(cfg.heads),
+                "ffn": per_cycle(cfg.ffn),
+                "keep_layers": cfg.keep_layers if cycle == 0 else None,
+            }
+        )
+        directory = out / f"cycle{cycle + 1}"
+        directory.mkdir()
+        run(current, step_cfg, directory)
+        record = json.loads((directory / "edgeslim-prune.json").read_text())
+        history.append(
+            {
+                "cycle": cycle + 1,
+                "parameters": record["parameters_after"],
+                "dev": record["recovery"]["student_best"],
+            }
+        )
+        current = str(directory)
+        if cfg.target_params and record["parameters_after"] <= cfg.target_params:
+            break
+    for item in Path(current).iterdir():
+        shutil.move(str(item), out / item.name)
+    for cycle in range(cfg.cycles):
+        shutil.rmtree(out / f"cycle{cycle + 1}", ignore_errors=True)
+    final = json.loads((out / "edgeslim-prune.json").read_text())
+    final["cycles"] = history
+    (out / "edgeslim-prune.json").write_text(json.dumps(final, indent=2) + "\n")
+    return {"cycles": history}
+
+
 def command(
     model: Annotated[str, typer.Argument(help="Model directory (fine-tuned student or teacher).")],
     output: Output,
@@ -128,6 +181,8 @@ def command(
     recover_with: Annotated[Path | None, typer.Option(help="Teacher to distill from afterwards.")] = None,
     data: Annotated[str, typer.Option(help="Labelled data (Taylor importance, recovery).")] = "sst2:train",
     recover_steps: Annotated[int, typer.Option(help="Recovery steps.")] = 300,
+    cycles: Annotated[int, typer.Option(help="Prune -> recover cycles.")] = 1,
+    target_params: Annotated[int | None, typer.Option(help="Stop cycles at this many parameters.")] = None,
     force: Force = False,
 ) -> None:
     """Remove heads, FFN neurons and layers (a smaller real model), then optionally recover."""
@@ -144,5 +199,7 @@ def command(
         recover_with=recover_with,
         data=data,
         recover_steps=recover_steps,
+        cycles=cycles,
+        target_params=target_params,
     )
     run_single(model, cfg, output, force)
