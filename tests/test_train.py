@@ -212,3 +212,21 @@ def test_finetune_token_classification_and_regression(
     )
     assert result.exit_code == 0, result.output
     assert "pearson" in json.loads((tmp_path / "reg" / "edgeslim-train.json").read_text())["best"]
+
+
+def test_recipe_chains_finetune_distill_export(tiny_factory: Callable[..., Path], tmp_path: Path) -> None:
+    recipe = tmp_path / "r.yaml"
+    common = (
+        "    train_size: 64\n    eval_size: 32\n    batch_size: 16\n    max_steps: 2\n    eval_every: 2\n"
+    )
+    recipe.write_text(
+        f"name: chain\nmodel: {tiny_factory('bert')}\noutput: {tmp_path / 'out'}\nsteps:\n"
+        "  - type: finetune\n"
+        + common
+        + "  - type: distill\n    student_layers: 1\n"
+        + common
+        + "  - type: export\n    task: sequence-classification\n"
+    )
+    result = cli(["run", str(recipe)])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["num_hidden_layers"] == 1

@@ -55,7 +55,9 @@ class Config(TrainConfig):
 
 def fingerprint(src: str, cfg: StepConfig) -> str:
     """Identifies a run, so a checkpoint is resumed only by the same command."""
-    return hashlib.sha256(json.dumps([src, cfg.model_dump(mode="json")], sort_keys=True).encode()).hexdigest()
+    return hashlib.sha256(
+        json.dumps([str(src), cfg.model_dump(mode="json")], sort_keys=True).encode()
+    ).hexdigest()
 
 
 def _label_order(label: str) -> tuple[bool, int, str]:
