@@ -55,7 +55,7 @@ def plan(recipe: Recipe, cache: Path) -> list[dict[str, Any]]:
                 "step": step,
                 "key": previous,
                 "dir": directory,
-                "cached": (directory / artifacts.MANIFEST).exists() and (directory / STEP_SUMMARY).exists(),
+                "cached": (directory / STEP_SUMMARY).exists(),  # written only when the step succeeded
             }
         )
     return rows

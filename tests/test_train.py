@@ -230,3 +230,5 @@ def test_recipe_chains_finetune_distill_export(tiny_factory: Callable[..., Path]
     result = cli(["run", str(recipe)])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "out" / "config.json").read_text())["num_hidden_layers"] == 1
+    again = cli(["run", str(recipe)])
+    assert again.exit_code == 0 and again.output.count("reused (cached") == 3, again.output
