@@ -22,7 +22,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/edgeslim doctor
 	$(BIN)/edgeslim run recipes/minilm-int8.yaml
-	@echo "artifact: out/minilm-int8   inspect report: out/minilm-int8/inspect.md   report: out/minilm-int8/report.html"
+	$(BIN)/edgeslim run recipes/sst2-student-int8.yaml
+	@echo "embeddings: artifact out/minilm-int8, inspect report out/minilm-int8/inspect.md, report out/minilm-int8/report.html"
+	@echo "SST-2 student: artifact out/sst2-student-int8, report out/sst2-student-int8/report.html"
 
 lint: $(STAMP)
 	$(BIN)/ruff check edgeslim tests tools
