@@ -11,3 +11,15 @@ Output = Annotated[Path, typer.Option("--output", "-o", help="Artifact directory
 Force = Annotated[bool, typer.Option("--force", help="Replace the output if it exists.")]
 Json = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 ArtifactArg = Annotated[Path, typer.Argument(help="An edgeslim artifact directory.")]
+
+# The common training flags (finetune, distill), declared once.
+MaxSteps = Annotated[int | None, typer.Option(help="Optimizer steps (overrides --epochs).")]
+Epochs = Annotated[float, typer.Option(help="Passes over the training data.")]
+BatchSize = Annotated[int, typer.Option(help="Examples per step (per process).")]
+Lr = Annotated[float, typer.Option(help="Peak learning rate.")]
+MaxLength = Annotated[int, typer.Option(help="Truncate inputs to this many tokens.")]
+Seed = Annotated[int, typer.Option(help="Seed for init, data order and dropout.")]
+EvalEvery = Annotated[int, typer.Option(help="Evaluate every N steps.")]
+SaveEvery = Annotated[int, typer.Option(help="Checkpoint every N steps (resume).")]
+TrainSize = Annotated[int | None, typer.Option(help="Use the first N training examples.")]
+EvalSize = Annotated[int | None, typer.Option(help="Use the first N dev examples.")]

@@ -93,6 +93,22 @@ def dev_metric(
     return evaluate
 
 
+def loop_settings(cfg: Any) -> trainer.Settings:
+    """The loop settings carried by a finetune/distill config (TrainConfig)."""
+    return trainer.Settings(
+        max_steps=cfg.max_steps,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        seed=cfg.seed,
+        grad_accum=cfg.grad_accum,
+        eval_every=cfg.eval_every,
+        save_every=cfg.save_every,
+        patience=cfg.patience,
+        precision=cfg.precision,
+    )
+
+
 def fit(
     model: Any,
     path: Path,
@@ -110,18 +126,7 @@ def fit(
 
     train_labels = label_values(train, task, names)
     dev_labels = label_values(dev, task, names)
-    settings = trainer.Settings(
-        max_steps=cfg.max_steps,
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        seed=cfg.seed,
-        grad_accum=cfg.grad_accum,
-        eval_every=cfg.eval_every,
-        save_every=cfg.save_every,
-        patience=cfg.patience,
-        precision=cfg.precision,
-    )
+    settings = loop_settings(cfg)
     return trainer.train(
         model,
         loss_fn,

@@ -12,7 +12,20 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edgeslim import artifacts, data, models
 from edgeslim.errors import InputError
-from edgeslim.options import Force, Output
+from edgeslim.options import (
+    BatchSize,
+    Epochs,
+    EvalEvery,
+    EvalSize,
+    Force,
+    Lr,
+    MaxLength,
+    MaxSteps,
+    Output,
+    SaveEvery,
+    Seed,
+    TrainSize,
+)
 from edgeslim.steps.finetune import TrainConfig, fingerprint, finish
 
 
@@ -140,18 +153,7 @@ def run(src: str, cfg: Config, out: Path) -> dict[str, Any]:
         stats["pseudo_labels"] = distillation.pseudo_label_stats(
             teacher, training.batch_maker(path, dev, dev_labels, task, cfg)(0), cfg.losses.min_confidence
         )
-    settings = trainer.Settings(
-        max_steps=cfg.max_steps,
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        seed=cfg.seed,
-        grad_accum=cfg.grad_accum,
-        eval_every=cfg.eval_every,
-        save_every=cfg.save_every,
-        patience=cfg.patience,
-        precision=cfg.precision,
-    )
+    settings = training.loop_settings(cfg)
     result = trainer.train(
         wrapper, loss_fn, batches, evaluate, training.METRIC[task], out, settings, fingerprint(src, cfg)
     )
@@ -215,16 +217,16 @@ def command(
     hidden: Annotated[float, typer.Option(help="Weight of hidden-state MSE.")] = 0.0,
     attention: Annotated[float, typer.Option(help="Weight of attention KL.")] = 0.0,
     temperature: Annotated[float, typer.Option(help="Softmax temperature.")] = 2.0,
-    max_steps: Annotated[int | None, typer.Option(help="Optimizer steps.")] = None,
-    epochs: Annotated[float, typer.Option(help="Epochs.")] = 1.0,
-    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 32,
-    lr: Annotated[float, typer.Option(help="Learning rate.")] = 5e-5,
-    max_length: Annotated[int, typer.Option(help="Max tokens.")] = 128,
-    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
-    eval_every: Annotated[int, typer.Option(help="Evaluate every N steps.")] = 200,
-    save_every: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 200,
-    train_size: Annotated[int | None, typer.Option(help="First N training examples.")] = None,
-    eval_size: Annotated[int | None, typer.Option(help="First N dev examples.")] = None,
+    max_steps: MaxSteps = None,
+    epochs: Epochs = 1.0,
+    batch_size: BatchSize = 32,
+    lr: Lr = 5e-5,
+    max_length: MaxLength = 128,
+    seed: Seed = 0,
+    eval_every: EvalEvery = 200,
+    save_every: SaveEvery = 200,
+    train_size: TrainSize = None,
+    eval_size: EvalSize = None,
     unlabeled_size: Annotated[int | None, typer.Option(help="First N unlabeled texts.")] = None,
     force: Force = False,
 ) -> None:

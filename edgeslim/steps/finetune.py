@@ -13,7 +13,20 @@ from pydantic import Field
 
 from edgeslim import artifacts, models
 from edgeslim.errors import InputError
-from edgeslim.options import Force, Output
+from edgeslim.options import (
+    BatchSize,
+    Epochs,
+    EvalEvery,
+    EvalSize,
+    Force,
+    Lr,
+    MaxLength,
+    MaxSteps,
+    Output,
+    SaveEvery,
+    Seed,
+    TrainSize,
+)
 from edgeslim.steps import StepConfig
 
 TrainTask = Literal["sequence-classification", "regression", "token-classification"]
@@ -154,17 +167,17 @@ def command(
     ] = ("sequence-classification"),
     data: Annotated[str, typer.Option(help="Training data.")] = "sst2:train",
     eval_data: Annotated[str, typer.Option("--eval", help="Dev data.")] = "sst2:dev",
-    max_steps: Annotated[int | None, typer.Option(help="Optimizer steps.")] = None,
-    epochs: Annotated[float, typer.Option(help="Epochs.")] = 1.0,
-    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 32,
-    lr: Annotated[float, typer.Option(help="Learning rate.")] = 5e-5,
-    max_length: Annotated[int, typer.Option(help="Max tokens.")] = 128,
-    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
-    eval_every: Annotated[int, typer.Option(help="Evaluate every N steps.")] = 200,
-    save_every: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 200,
+    max_steps: MaxSteps = None,
+    epochs: Epochs = 1.0,
+    batch_size: BatchSize = 32,
+    lr: Lr = 5e-5,
+    max_length: MaxLength = 128,
+    seed: Seed = 0,
+    eval_every: EvalEvery = 200,
+    save_every: SaveEvery = 200,
     patience: Annotated[int | None, typer.Option(help="Early-stopping patience (evaluations).")] = None,
-    train_size: Annotated[int | None, typer.Option(help="First N training examples.")] = None,
-    eval_size: Annotated[int | None, typer.Option(help="First N dev examples.")] = None,
+    train_size: TrainSize = None,
+    eval_size: EvalSize = None,
     text_column: Annotated[str | None, typer.Option(help="Text column.")] = None,
     pair_column: Annotated[str | None, typer.Option(help="Pair column.")] = None,
     label_column: Annotated[str | None, typer.Option(help="Label column.")] = None,
