@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,18 +26,34 @@ from edgeslim.metrics import sqnr_db
 Feeds = dict[str, np.ndarray]
 
 
+@contextlib.contextmanager
+def _inside(directory: Path) -> Iterator[None]:
+    """Run with `directory` as the working directory (restored after)."""
+    previous = Path.cwd()
+    os.chdir(directory)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
 def preprocess(src: Path, dst: Path, external: bool) -> None:
     """Symbolic shape inference, no optimization: without it quantize_dynamic fails on fused
     graphs ("Unable to find data type for weight_name") and quantize_static silently
-    quantizes weights only (shared/MEASURED.md)."""
+    quantizes weights only (shared/MEASURED.md).
+
+    Runs inside dst's (temporary) folder: quant_pre_process's failed first attempt on
+    unfused graphs left a stray <uuid>.data file in the working directory."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    src, dst = src.resolve(), dst.resolve()
     options = {"skip_optimization": True, "save_as_external_data": external, "all_tensors_to_one_file": True}
-    try:
-        quant_pre_process(str(src), str(dst), **options)
-    except Exception:  # "Incomplete symbolic shape inference" on graphs with unfused attention
-        # auto_merge reconciles the symbolic dims its Reshape/Concat chains produce.
-        quant_pre_process(str(src), str(dst), auto_merge=True, **options)
+    with _inside(dst.parent):
+        try:
+            quant_pre_process(str(src), str(dst), **options)
+        except Exception:  # "Incomplete symbolic shape inference" on graphs with unfused attention
+            # auto_merge reconciles the symbolic dims its Reshape/Concat chains produce.
+            quant_pre_process(str(src), str(dst), auto_merge=True, **options)
 
 
 def dynamic(
@@ -230,13 +247,15 @@ def tensor_outputs(
             graph.graph.output.append(onnx.helper.make_tensor_value_info(name, elem_type, None))
     with tempfile.TemporaryDirectory(prefix="edgeslim-probe-") as tmp:
         path = Path(tmp) / "probe.onnx"
+        # External data only past protobuf's 2 GB limit: onnx's external-data writer resolves
+        # paths against the working directory and left stray <uuid>.data files there.
+        large = graph.ByteSize() > 1_800_000_000
         onnx.save_model(
             graph,
             str(path),
-            save_as_external_data=True,
+            save_as_external_data=large,
             all_tensors_to_one_file=True,
             location="probe.onnx_data",
-            size_threshold=1 << 20,
         )
         sess = runtime.session(path)
         result: dict[str, list[np.ndarray]] = {n: [] for n in wanted}

@@ -79,7 +79,10 @@ def test_weight_only_hqq(bert_fused: Path, tmp_path: Path) -> None:
     assert step["fidelity"]["sentence_embedding"]["sqnr_db"] > 5
 
 
-def test_embeddings_need_unfused_graph(bert_fp32: Path, bert_fused: Path, tmp_path: Path) -> None:
+def test_embeddings_need_unfused_graph(
+    bert_fp32: Path, bert_fused: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # nothing may be written to the working directory (stray .data files)
     result = cli(["quantize", str(bert_fused), "-o", str(tmp_path / "x"), "--embeddings"])
     assert result.exit_code == 3 and "--no-fuse-embeddings" in result.output
     plain = tmp_path / "plain"
@@ -102,6 +105,7 @@ def test_embeddings_need_unfused_graph(bert_fp32: Path, bert_fused: Path, tmp_pa
     assert ops["GatherBlockQuantized"] == 3 and ops["MatMulNBits"] == 12  # word/position/type tables
     _quantize(plain, tmp_path / "d8", "--embeddings")
     graph = inspection.load_graph(tmp_path / "d8" / "model.onnx").graph
+    assert not list(tmp_path.glob("*.data"))
     types = {t.name: t.data_type for t in graph.initializer}
     assert types["model.embeddings.word_embeddings.weight_quantized"] in (2, 3)  # uint8 / int8
     assert "model.embeddings.word_embeddings.weight" not in types
