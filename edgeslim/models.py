@@ -164,6 +164,18 @@ def max_length(path: Path, config: dict[str, Any]) -> int:
     return limit
 
 
+def head_task(config: dict[str, Any]) -> str:
+    """The task a saved checkpoint's head serves (from config.json's architectures)."""
+    heads = " ".join(config.get("architectures") or [])
+    if "ForSequenceClassification" in heads:
+        labels = config.get("num_labels") or len(config.get("id2label") or {}) or 2
+        regression = config.get("problem_type") == "regression" or labels == 1
+        return "regression" if regression else "sequence-classification"
+    if "ForTokenClassification" in heads:
+        return "token-classification"
+    return "feature-extraction"
+
+
 def default_pooling(path: Path) -> Pooling:
     """sentence-transformers' pooling when the checkpoint declares it, else mean."""
     pooling = path / "1_Pooling" / "config.json"

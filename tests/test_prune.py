@@ -112,3 +112,10 @@ def test_iterative_cycles_track_metric(tiny_factory: Callable[..., Path], tmp_pa
     config = json.loads((tmp_path / "p" / "config.json").read_text())
     assert all(len(v) == 2 for v in config["pruned_heads"].values())  # 4 -> 3 -> 2 heads, original indices
     assert not list((tmp_path / "p").glob("cycle*"))
+
+
+def test_pruning_keeps_the_models_head(tiny_factory: Callable[..., Path], tmp_path: Path) -> None:
+    result = _prune(tiny_factory("bert", "tok", 5), tmp_path / "p", "--ffn", "0.5")
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "p" / "config.json").read_text())
+    assert config["architectures"] == ["BertForTokenClassification"] and len(config["id2label"]) == 5

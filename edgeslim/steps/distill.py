@@ -61,17 +61,14 @@ class Config(TrainConfig):
 
 def teacher_task(config: dict[str, Any]) -> str:
     """The teacher's head: sequence-classification or regression (others are refused)."""
-    heads = " ".join(config.get("architectures") or [])
-    if "ForSequenceClassification" not in heads:
+    task = models.head_task(config)
+    if task not in ("sequence-classification", "regression"):
+        heads = " ".join(config.get("architectures") or []) or "none"
         raise InputError(
-            f"the teacher's head is {heads or 'none'}: distill needs a sequence-classification or "
+            f"the teacher's head is {heads}: distill needs a sequence-classification or "
             "regression teacher (fine-tune one with 'edgeslim finetune')"
         )
-    return (
-        "regression"
-        if config.get("num_labels") == 1 or config.get("problem_type") == "regression"
-        else ("sequence-classification")
-    )
+    return task
 
 
 def _same_tokenizer(teacher: Path, student: Path) -> None:
@@ -160,7 +157,6 @@ def run(src: str, cfg: Config, out: Path) -> dict[str, Any]:
     if not artifacts.is_main_process():  # other ranks of a distributed run write nothing
         return {"rank": result["ranks"]}
     finish(
-        out,
         out,
         path,
         {"type": "distill", "teacher": str(path), "config": cfg.model_dump(mode="json"), **stats, **result},

@@ -124,9 +124,10 @@ def label_values(examples: Any, task: str, names: list[str]) -> list[Any]:
     return [index[x] for x in examples.labels]
 
 
-def finish(work: Path, out: Path, source: Path, record: dict[str, Any]) -> None:
-    """Move the best weights to `out`, add the tokenizer and a training record, drop the rest."""
-    for item in (work / "best").iterdir():
+def finish(out: Path, source: Path, record: dict[str, Any]) -> None:
+    """Move the best weights (out/best) up into `out`, add the tokenizer and a training record,
+    drop the checkpoint."""
+    for item in (out / "best").iterdir():
         shutil.move(str(item), out / item.name)
     models.save_tokenizer(source, out)
     for leftover in ("best", "checkpoint"):
@@ -151,7 +152,6 @@ def run(src: str, cfg: Config, out: Path) -> dict[str, Any]:
     if not artifacts.is_main_process():  # other ranks of a distributed run write nothing
         return {"rank": result["ranks"]}
     finish(
-        out,
         out,
         path,
         {"type": "finetune", "source": str(path), "config": cfg.model_dump(mode="json"), **result},

@@ -42,13 +42,6 @@ class Config(StepConfig):
     )
 
 
-def _task(config: dict[str, Any]) -> str:
-    heads = " ".join(config.get("architectures") or [])
-    if "ForSequenceClassification" in heads:
-        return "regression" if config.get("num_labels") == 1 else "sequence-classification"
-    return "feature-extraction"
-
-
 def _importance_batches(path: Path, cfg: Config) -> list[dict[str, Any]]:
     from edgeslim import data, evaluation, train_data
 
@@ -74,7 +67,7 @@ def run(src: str, cfg: Config, out: Path) -> dict[str, Any]:
         return _cycles(src, cfg, out)
     path = models.resolve(src)
     config = json.loads((path / "config.json").read_text())
-    task = _task(config)
+    task = models.head_task(config)
     torch.manual_seed(cfg.seed)
     model = models.load(path, task)
     before = pruning.count(model)

@@ -39,7 +39,6 @@ def run(src: str, cfg: Config, out: Path) -> dict[str, Any]:
 
     from edgeslim import data, pruning, simplify
     from edgeslim.steps import distill
-    from edgeslim.steps.prune import _task
 
     if not (cfg.activation or cfg.share_layers or cfg.trim_vocab):
         raise InputError("nothing to simplify: give --activation, --share-layers and/or --trim-vocab")
@@ -50,7 +49,7 @@ def run(src: str, cfg: Config, out: Path) -> dict[str, Any]:
         )
     path = models.resolve(src)
     torch.manual_seed(cfg.seed)
-    model = models.load(path, _task(json.loads((path / "config.json").read_text())))
+    model = models.load(path, models.head_task(json.loads((path / "config.json").read_text())))
     record: dict[str, Any] = {
         "type": "simplify",
         "source": str(path),
@@ -68,7 +67,7 @@ def run(src: str, cfg: Config, out: Path) -> dict[str, Any]:
         models.save_tokenizer(path, changed)
         record["recovery"] = distill.recover(changed, cfg.recover_with, cfg, out)
         current = out
-        model = models.load(out, _task(json.loads((out / "config.json").read_text())))
+        model = models.load(out, models.head_task(json.loads((out / "config.json").read_text())))
     if cfg.trim_vocab:
         texts = data.load(cfg.trim_vocab).head(cfg.trim_vocab_size or 10**9).texts
         record["vocabulary"] = simplify.trim_vocabulary_(model, current, texts, out)
