@@ -27,9 +27,6 @@ class Student(torch.nn.Module):
     def forward(self, **batch: Any) -> Any:
         return self.student(**batch)
 
-    def save_pretrained(self, path: Any) -> None:
-        self.student.save_pretrained(path)
-
 
 def uniform_map(student_layers: int, teacher_layers: int) -> list[int]:
     """Teacher layer each student layer imitates, spread evenly and ending at the top."""

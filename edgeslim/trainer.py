@@ -89,6 +89,13 @@ def _save(work: Path, state: dict[str, Any]) -> None:
         ) from None
 
 
+def _save_model(model: Any, path: Path) -> None:
+    """The trained transformers model (a distillation wrapper's student), shared layers untied."""
+    from edgeslim.simplify import save_untied
+
+    save_untied(getattr(model, "student", model), path)
+
+
 def _rank_report(
     accel: Any, model: Any, batches: Callable[[int], list[dict[str, Any]]], work: Path
 ) -> list[dict[str, Any]]:
@@ -125,8 +132,12 @@ def train(
     work: Path,
     settings: Settings,
     fingerprint: str,
+    hook: Any = None,
 ) -> dict[str, Any]:
-    """Train `model` in place; return the best eval, the history and where the best weights are."""
+    """Train `model` in place; return the best eval, the history and where the best weights are.
+
+    `hook` (e.g. sparsity.Sparsifier) sees every synchronised backward (`after_backward()`) and
+    every optimizer step (`after_step(step, total)`); its state_dict() is checkpointed."""
     import torch
     from accelerate import Accelerator
     from transformers import get_linear_schedule_with_warmup
@@ -156,10 +167,14 @@ def train(
         scheduler.load_state_dict(saved["scheduler"])
         torch.set_rng_state(saved["rng"])
         state = LoopState(**saved["loop"])
+        if hook is not None:
+            hook.load_state_dict(saved["hook"])
         ui.note(f"resuming from step {state.step} ({work / CHECKPOINT})")
     log = (work / LOG).open("a")
     started, start_step = time.perf_counter(), state.step
     model.train()
+    if hook is not None:
+        hook.after_step(state.step, total)  # one-shot schedules prune before the first step
     while state.step < total:
         epoch, index = divmod(state.micro, per_epoch)
         order = batches(epoch)[accel.process_index :: accel.num_processes]
@@ -172,6 +187,8 @@ def train(
                     f"good checkpoint is in {work}"
                 )
             accel.backward(loss)
+            if hook is not None and accel.sync_gradients:
+                hook.after_backward()
             optimizer.step()
             if accel.sync_gradients:
                 scheduler.step()
@@ -180,6 +197,8 @@ def train(
         if not accel.sync_gradients:
             continue
         state.step += 1
+        if hook is not None:
+            hook.after_step(state.step, total)
         state.losses.append(round(float(loss.detach()), 6))
         done = state.step - start_step
         eta = (time.perf_counter() - started) / done * (total - state.step)
@@ -200,7 +219,7 @@ def train(
             if state.best is None or scores[metric] > state.best[metric]:
                 state.best, state.bad_evals = {"step": float(state.step), **scores}, 0
                 if accel.is_main_process:
-                    accel.unwrap_model(model).save_pretrained(work / "best")
+                    _save_model(accel.unwrap_model(model), work / "best")
             else:
                 state.bad_evals += 1
             ui.note(
@@ -219,6 +238,7 @@ def train(
                     "rng": torch.get_rng_state(),
                     "loop": asdict(state),
                     "fingerprint": fingerprint,
+                    "hook": hook.state_dict() if hook is not None else None,
                 },
             )
             if os.environ.get("EDGESLIM_FAULT_KILL_AT_STEP") == str(state.step):  # resume tests

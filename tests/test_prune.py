@@ -119,3 +119,105 @@ def test_pruning_keeps_the_models_head(tiny_factory: Callable[..., Path], tmp_pa
     assert result.exit_code == 0, result.output
     config = json.loads((tmp_path / "p" / "config.json").read_text())
     assert config["architectures"] == ["BertForTokenClassification"] and len(config["id2label"]) == 5
+
+
+def test_cubic_schedule_and_movement_scores() -> None:
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from edgeslim import sparsity
+
+    levels = [sparsity.cubic(s, 100, 0.8, 0.1, 0.7) for s in range(101)]
+    assert levels[10] == 0.0 and levels[70] == levels[100] == 0.8
+    assert all(b >= a for a, b in zip(levels, levels[1:], strict=False))  # monotonic
+    assert levels[20] - levels[10] > levels[70] - levels[60]  # cubic: fast first, slow last
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+    )
+    model = BertForSequenceClassification(config)
+    hook = sparsity.Sparsifier(model, 0.5, "movement", "oneshot")
+    name = "layer0.attention.self.query"
+    weight = hook.weights[name]
+    with torch.no_grad():  # movement keeps what training pushes away from zero, not what is large
+        weight.fill_(1.0)
+        weight[:8] = 5.0
+    weight.grad = torch.ones_like(weight)  # the loss falls as the first rows shrink...
+    weight.grad[8:] = -1.0  # ...and as the last rows grow
+    hook.after_backward()
+    hook.after_step(0, 10)
+    assert (weight[:8] == 0).all() and (weight[8:] != 0).all()
+    magnitude = sparsity.Sparsifier(model, 0.5, "magnitude", "oneshot")
+    with torch.no_grad():
+        magnitude.weights[name].copy_(torch.arange(256, dtype=torch.float).view(16, 16))
+    magnitude.after_step(0, 10)
+    assert (magnitude.weights[name].flatten()[:128] == 0).all()
+    assert magnitude.report()["layer0"] >= 0.5
+    restored = sparsity.Sparsifier(model, 0.5, "magnitude", "oneshot")  # what a resumed run loads
+    restored.load_state_dict(magnitude.state_dict())
+    assert restored.level == 0.5 and torch.equal(restored.masks[name], magnitude.masks[name])
+
+
+def test_movement_pruning_on_a_cubic_schedule_while_distilling(
+    tiny_factory: Callable[..., Path], tmp_path: Path
+) -> None:
+    teacher = tiny_factory("bert", "seq", 2)
+    common = ["--recover-with", str(teacher), "--recover-steps", "20", "--unstructured", "0.6"]
+    result = _prune(teacher, tmp_path / "m", *common, "--method", "movement", "--schedule", "cubic")
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "m" / "edgeslim-prune.json").read_text())
+    assert all(0.59 <= v <= 0.61 for v in record["sparsity"].values()), record["sparsity"]
+    assert record["zipped_bytes"]["after"] < record["zipped_bytes"]["before"]
+    from safetensors.torch import load_file
+
+    weights = load_file(tmp_path / "m" / "model.safetensors")
+    query = weights["bert.encoder.layer.0.attention.self.query.weight"]
+    assert 0.59 <= float((query == 0).float().mean()) <= 0.61  # the saved model holds the zeros
+    assert "accuracy" in record["recovery"]["student_best"]
+    # magnitude scores kept through recovery (one-shot): the optimizer does not revive them
+    result = _prune(teacher, tmp_path / "o", *common, "--schedule", "oneshot")
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "o" / "edgeslim-prune.json").read_text())
+    assert all(0.59 <= v <= 0.61 for v in record["sparsity"].values())
+
+
+def test_unstructured_bad_combinations(tiny_factory: Callable[..., Path], tmp_path: Path) -> None:
+    model = tiny_factory("bert", "seq", 2)
+    for args, needle in (
+        (["--unstructured", "0.5", "--method", "movement"], "while distilling"),
+        (["--unstructured", "0.5", "--schedule", "cubic"], "while distilling"),
+        (["--heads", "0.5", "--method", "movement"], "apply to --unstructured"),
+        (["--heads", "0.5", "--target-params", "10"], "--cycles"),
+    ):
+        result = _prune(model, tmp_path / "p", *args)
+        assert result.exit_code == 3 and needle in result.output, result.output
+        assert not (tmp_path / "p").exists()
+
+
+def test_cycles_stop_at_a_measured_latency_target(tiny_factory: Callable[..., Path], tmp_path: Path) -> None:
+    teacher = tiny_factory("bert", "seq", 2)
+    result = _prune(
+        teacher,
+        tmp_path / "p",
+        "--ffn",
+        "0.9",
+        "--heads",
+        "0.5",
+        "--cycles",
+        "3",
+        "--target-latency",
+        "0.99",
+        "--latency-seq",
+        "32",
+        "--recover-with",
+        str(teacher),
+        "--recover-steps",
+        "2",
+    )
+    assert result.exit_code == 0, result.output
+    cycles = json.loads((tmp_path / "p" / "edgeslim-prune.json").read_text())["cycles"]
+    assert all(0 < c["latency_fraction"] < 5 for c in cycles)  # measured, not a threshold test
+    stopped = [c["latency_fraction"] <= 0.99 for c in cycles]
+    assert stopped[:-1] == [False] * (len(cycles) - 1)  # stopped at the first cycle under target
+    assert len(cycles) == 3 or stopped[-1]
+    assert not (tmp_path / "p" / ".latency").exists()

@@ -3,6 +3,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
 from conftest import cli
 
 from edgeslim import inspection, runtime
@@ -90,3 +91,24 @@ def test_trimmed_vocabulary_equals_original_in_vocabulary(
     (tmp_path / "empty.txt").write_text("zzz qqq\n")
     result = _simplify(model, tmp_path / "z", "--trim-vocab", str(tmp_path / "empty.txt"))
     assert result.exit_code == 3 and "no tokens" in result.output
+
+
+def test_shared_layers_recover_tied_and_stay_shared(
+    tiny_factory: Callable[..., Path], tmp_path: Path
+) -> None:
+    teacher = tiny_factory("bert", "seq", 2)
+    result = _simplify(
+        teacher, tmp_path / "s", "--share-layers", "2", "--recover-with", str(teacher), "--recover-steps", "5"
+    )
+    assert result.exit_code == 0, result.output
+    from safetensors.torch import load_file
+
+    weights = load_file(tmp_path / "s" / "model.safetensors")
+    layer = "bert.encoder.layer.{}.intermediate.dense.weight"
+    assert torch.equal(weights[layer.format(0)], weights[layer.format(1)])  # trained as one module
+    before = load_file(teacher / "model.safetensors")[layer.format(0)]
+    assert not torch.equal(weights[layer.format(0)], before)  # and recovery did train them
+    record = json.loads((tmp_path / "s" / "edgeslim-simplify.json").read_text())
+    assert record["shared_groups"] == [[0, 1]] and "student_best" in record["recovery"]
+    pruned = cli(["prune", str(tmp_path / "s"), "-o", str(tmp_path / "p"), "--heads", "0.5"])
+    assert pruned.exit_code == 3 and "prune first" in pruned.output

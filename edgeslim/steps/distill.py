@@ -4,6 +4,7 @@ states, attention), on labelled and unlabeled text; output a HF directory."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -94,7 +95,7 @@ def _labels(examples: data.Examples, teacher: Path, task: str) -> list[Any]:
 
 
 def _student(teacher: Any, teacher_dir: Path, cfg: Config, task: str) -> tuple[Any, list[int]]:
-    from edgeslim import distillation, students
+    from edgeslim import distillation, simplify, students
 
     layers = (
         teacher.config.num_hidden_layers
@@ -104,14 +105,17 @@ def _student(teacher: Any, teacher_dir: Path, cfg: Config, task: str) -> tuple[A
     if cfg.student is not None:
         _same_tokenizer(teacher_dir, cfg.student)
         student = models.load(models.resolve(str(cfg.student)), task)
+        simplify.tie_shared_(student)
         s_layers = getattr(student.config, "num_hidden_layers", None) or student.config.n_layers
         return student, distillation.uniform_map(s_layers, layers)
     mapping = students.layer_map(layers, cfg.student_layers, cfg.init)
     return students.reduce_layers(teacher, mapping), mapping
 
 
-def run(src: str, cfg: Config, out: Path) -> dict[str, Any]:
-    """Distill teacher `src` into a student written as a HF directory to `out`."""
+def run(src: str, cfg: Config, out: Path, hook_factory: Callable[[Any], Any] | None = None) -> dict[str, Any]:
+    """Distill teacher `src` into a student written as a HF directory to `out`.
+
+    `hook_factory(student)` makes a trainer hook (prune uses it to sparsify while distilling)."""
     import torch
 
     from edgeslim import distillation, trainer, training
@@ -151,9 +155,13 @@ def run(src: str, cfg: Config, out: Path) -> dict[str, Any]:
             teacher, training.batch_maker(path, dev, dev_labels, task, cfg)(0), cfg.losses.min_confidence
         )
     settings = training.loop_settings(cfg)
+    hook = hook_factory(student) if hook_factory else None
+    run_id = fingerprint(src, cfg) + (json.dumps(hook.describe(), sort_keys=True) if hook else "")
     result = trainer.train(
-        wrapper, loss_fn, batches, evaluate, training.METRIC[task], out, settings, fingerprint(src, cfg)
+        wrapper, loss_fn, batches, evaluate, training.METRIC[task], out, settings, run_id, hook
     )
+    if hook is not None:
+        stats["sparsity"] = hook.report()
     if not artifacts.is_main_process():  # other ranks of a distributed run write nothing
         return {"rank": result["ranks"]}
     finish(
@@ -166,10 +174,13 @@ def run(src: str, cfg: Config, out: Path) -> dict[str, Any]:
         "student_best": result["best"],
         "layer_map": mapping,
         **stats.get("pseudo_labels", {}),
+        **({"sparsity": stats["sparsity"]} if hook is not None else {}),
     }
 
 
-def recover(student: Path, teacher: Path, cfg: Any, out: Path) -> dict[str, Any]:
+def recover(
+    student: Path, teacher: Path, cfg: Any, out: Path, hook_factory: Callable[[Any], Any] | None = None
+) -> dict[str, Any]:
     """Distill `teacher` into the transformed `student` directory (KL + hidden states) and
     leave the result in `out` (used by prune and simplify); `student` is removed after."""
     import shutil
@@ -188,7 +199,7 @@ def recover(student: Path, teacher: Path, cfg: Any, out: Path) -> dict[str, Any]
     )
     work = out / "recovery"
     work.mkdir()
-    summary = run(str(teacher), dcfg, work)
+    summary = run(str(teacher), dcfg, work, hook_factory)
     for item in work.iterdir():
         shutil.move(str(item), out / item.name)
     work.rmdir()

@@ -140,12 +140,13 @@ def run(src: str, cfg: Config, out: Path) -> dict[str, Any]:
     """Fine-tune `src` (packaged name or HF directory) into the HF directory `out`."""
     import torch
 
-    from edgeslim import training
+    from edgeslim import simplify, training
 
     path = models.resolve(src)
     train, dev, names = load_task_data(cfg, cfg.task)
     torch.manual_seed(cfg.seed)  # the new head's initialisation is part of the run
     model = models.load(path, cfg.task, labels=names or None).train()
+    simplify.tie_shared_(model)
     result = training.fit(
         model, path, train, dev, names, cfg, cfg.task, training.task_loss, out, fingerprint(src, cfg)
     )

@@ -27,7 +27,15 @@ class Config(StepConfig):
         None, gt=0, lt=1, description="Fraction of FFN neurons to remove in every layer."
     )
     keep_layers: str | None = Field(None, description="Layers to keep, e.g. 0,2,4 (others removed).")
-    unstructured: float | None = Field(None, gt=0, lt=1, description="One-shot magnitude sparsity per layer.")
+    unstructured: float | None = Field(
+        None, gt=0, lt=1, description="Unstructured sparsity of every encoder weight matrix."
+    )
+    method: Literal["magnitude", "movement"] = Field(
+        "magnitude", description="Unstructured scores: |W|, or movement (learned while distilling)."
+    )
+    schedule: Literal["oneshot", "cubic"] | None = Field(
+        None, description="Unstructured: all at once, or cubic during recovery (default with --recover-with)."
+    )
     importance: Literal["magnitude", "taylor"] = Field("magnitude", description="How to rank what to remove.")
     data: str = Field("sst2:train", description="Labelled data for Taylor importance and recovery.")
     importance_batches: int = Field(8, gt=0, description="Batches of 32 for Taylor importance.")
@@ -40,6 +48,15 @@ class Config(StepConfig):
     target_params: int | None = Field(
         None, gt=0, description="Stop the cycles once at most this many parameters."
     )
+    target_latency: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="Stop the cycles once the model's measured latency is at most this fraction of the "
+        "source's (both exported and fused, onnxruntime CPU, batch 1, side by side).",
+    )
+    latency_seq: int = Field(128, gt=1, description="Sequence length of the latency measurement.")
+    latency_threads: int = Field(2, gt=0, description="Threads of the latency measurement.")
 
 
 def _importance_batches(path: Path, cfg: Config) -> list[dict[str, Any]]:
@@ -65,8 +82,16 @@ def run(src: str, cfg: Config, out: Path) -> dict[str, Any]:
         raise InputError("nothing to prune: give --heads, --ffn, --keep-layers and/or --unstructured")
     if cfg.cycles > 1:
         return _cycles(src, cfg, out)
+    if cfg.target_params or cfg.target_latency:
+        raise InputError("--target-params and --target-latency end --cycles early: give --cycles N (N > 1)")
+    hook_factory = _sparsifier(cfg)
     path = models.resolve(src)
     config = json.loads((path / "config.json").read_text())
+    if config.get("shared_layer_groups"):
+        raise InputError(
+            f"{path} shares weights across layers ({config['shared_layer_groups']}): pruning would "
+            "rank each copy apart; prune first, then share with 'edgeslim simplify --share-layers'"
+        )
     task = models.head_task(config)
     torch.manual_seed(cfg.seed)
     model = models.load(path, task)
@@ -91,29 +116,49 @@ def run(src: str, cfg: Config, out: Path) -> dict[str, Any]:
     if cfg.ffn:
         record["ffn_sizes"] = pruning.prune_ffn_(model, cfg.ffn, pruning.ffn_importance(model, batches))
     record["parameters_after"] = pruning.count(model)
-    if cfg.unstructured:
-        if cfg.recover_with:
-            raise InputError(
-                "recovery would refill the zeroed weights: use --unstructured without --recover-with"
-            )
+    if cfg.unstructured and hook_factory is None:
         record["sparsity"] = pruning.unstructured_(model, cfg.unstructured)
     pruned = out / "pruned" if cfg.recover_with else out
     model.save_pretrained(pruned)
     models.save_tokenizer(path, pruned)
+    if cfg.recover_with:
+        record["recovery"] = distill.recover(pruned, cfg.recover_with, cfg, out, hook_factory)
+        if hook_factory is not None:
+            record["sparsity"] = record["recovery"].pop("sparsity")
     if cfg.unstructured:
-        weights = pruned / "model.safetensors"
         record["zipped_bytes"] = {
             "before": pruning.zipped_size(path / "model.safetensors"),
-            "after": pruning.zipped_size(weights),
+            "after": pruning.zipped_size(out / "model.safetensors"),
         }
-        record["note"] = "onnxruntime's CPU kernels do not skip zeros: a compressed-size win, not a speed win"
-    if cfg.recover_with:
-        record["recovery"] = distill.recover(pruned, cfg.recover_with, cfg, out)
+        record["note"] = (
+            "onnxruntime's CPU kernels do not skip zeros: a compressed-size win, not a speed win; "
+            "for speed remove whole rows/columns with --heads/--ffn/--keep-layers"
+        )
     (out / "edgeslim-prune.json").write_text(json.dumps(record, indent=2) + "\n")
     return {
         "parameters": f"{before:,} -> {record['parameters_after']:,}",
         **({"recovered": record["recovery"]["student_best"]} if cfg.recover_with else {}),
+        **({k: record[k] for k in ("sparsity", "zipped_bytes")} if cfg.unstructured else {}),
     }
+
+
+def _sparsifier(cfg: Config) -> Any:
+    """The trainer hook that sparsifies during recovery, or None for one-shot magnitude."""
+    if not cfg.unstructured:
+        if cfg.method != "magnitude" or cfg.schedule:
+            raise InputError("--method and --schedule apply to --unstructured pruning: give --unstructured")
+        return None
+    if not cfg.recover_with:
+        if cfg.method == "movement" or cfg.schedule == "cubic":
+            raise InputError(
+                f"{'movement pruning' if cfg.method == 'movement' else 'a cubic schedule'} happens while "
+                "distilling: give --recover-with TEACHER (and --data)"
+            )
+        return None
+    from edgeslim import sparsity
+
+    target, method, schedule = cfg.unstructured, cfg.method, cfg.schedule or "cubic"
+    return lambda student: sparsity.Sparsifier(student, target, method, schedule)
 
 
 def _cycles(src: str, cfg: Config, out: Path) -> dict[str, Any]:
@@ -125,6 +170,7 @@ def _cycles(src: str, cfg: Config, out: Path) -> dict[str, Any]:
         raise InputError(
             "--cycles alternates structured pruning with recovery: give --recover-with, not --unstructured"
         )
+    latency = _Latency(src, out / ".latency", cfg) if cfg.target_latency else None
 
     def per_cycle(total: float | None) -> float | None:
         return None if total is None else 1 - (1 - total) ** (1 / cfg.cycles)
@@ -137,30 +183,81 @@ def _cycles(src: str, cfg: Config, out: Path) -> dict[str, Any]:
                 "heads": per_cycle(cfg.heads),
                 "ffn": per_cycle(cfg.ffn),
                 "keep_layers": cfg.keep_layers if cycle == 0 else None,
+                "target_params": None,
+                "target_latency": None,
             }
         )
         directory = out / f"cycle{cycle + 1}"
         directory.mkdir()
         run(current, step_cfg, directory)
         record = json.loads((directory / "edgeslim-prune.json").read_text())
-        history.append(
-            {
-                "cycle": cycle + 1,
-                "parameters": record["parameters_after"],
-                "dev": record["recovery"]["student_best"],
-            }
-        )
+        entry = {
+            "cycle": cycle + 1,
+            "parameters": record["parameters_after"],
+            "dev": record["recovery"]["student_best"],
+        }
+        if latency is not None:
+            entry["latency_fraction"] = latency.fraction(directory)
+        history.append(entry)
         current = str(directory)
         if cfg.target_params and record["parameters_after"] <= cfg.target_params:
+            break
+        if cfg.target_latency and entry["latency_fraction"] <= cfg.target_latency:
             break
     for item in Path(current).iterdir():
         shutil.move(str(item), out / item.name)
     for cycle in range(cfg.cycles):
         shutil.rmtree(out / f"cycle{cycle + 1}", ignore_errors=True)
+    shutil.rmtree(out / ".latency", ignore_errors=True)
     final = json.loads((out / "edgeslim-prune.json").read_text())
     final["cycles"] = history
     (out / "edgeslim-prune.json").write_text(json.dumps(final, indent=2) + "\n")
     return {"cycles": history}
+
+
+class _Latency:
+    """Measured latency of each cycle's model as a fraction of the source's: both exported and
+    fused, onnxruntime CPU, batch 1, timed interleaved in one process (ratios, not absolute ms,
+    because shared machines drift)."""
+
+    def __init__(self, source: str, work: Path, cfg: Config) -> None:
+        path = models.resolve(source)
+        limit = models.max_length(path, models.read_config(path))
+        if limit and cfg.latency_seq > limit:
+            raise InputError(
+                f"--latency-seq {cfg.latency_seq} exceeds the model's max length {limit}: lower it"
+            )
+        self.work, self.cfg = work, cfg
+        work.mkdir()
+        self.source = self._onnx(source, "source")
+
+    def _onnx(self, model: str, name: str) -> Path:
+        from edgeslim.steps import export, optimize
+
+        task = models.head_task(json.loads((models.resolve(model) / "config.json").read_text()))
+        raw, fused = self.work / f"{name}-export", self.work / name
+        raw.mkdir()
+        fused.mkdir()
+        export.run(model, export.Config.model_validate({"task": task}), raw)
+        optimize.run(raw, optimize.Config(), fused)
+        return fused / "model.onnx"
+
+    def fraction(self, model_dir: Path) -> float:
+        from edgeslim import bench
+
+        candidate = self._onnx(str(model_dir), model_dir.name)
+        result = bench.run_grid(
+            {"source": self.source, "candidate": candidate},
+            "cpu",
+            [self.cfg.latency_threads],
+            [1],
+            [self.cfg.latency_seq],
+            runs=30,
+            warmup=5,
+            time_budget_s=0.0,
+        )
+        medians = {c["model"]: c["median_ms"] for c in result["cells"]}
+        return round(medians["candidate"] / medians["source"], 3)
 
 
 def command(
@@ -169,13 +266,20 @@ def command(
     heads: Annotated[float | None, typer.Option(help="Fraction of heads to remove per layer.")] = None,
     ffn: Annotated[float | None, typer.Option(help="Fraction of FFN neurons to remove per layer.")] = None,
     keep_layers: Annotated[str | None, typer.Option(help="Layers to keep, e.g. 0,2,4.")] = None,
-    unstructured: Annotated[float | None, typer.Option(help="One-shot magnitude sparsity.")] = None,
+    unstructured: Annotated[float | None, typer.Option(help="Unstructured sparsity per matrix.")] = None,
+    method: Annotated[str, typer.Option(help="Unstructured scores: magnitude or movement.")] = "magnitude",
+    schedule: Annotated[str | None, typer.Option(help="Unstructured: oneshot or cubic (recovery).")] = None,
     importance: Annotated[str, typer.Option(help="magnitude or taylor.")] = "magnitude",
     recover_with: Annotated[Path | None, typer.Option(help="Teacher to distill from afterwards.")] = None,
     data: Annotated[str, typer.Option(help="Labelled data (Taylor importance, recovery).")] = "sst2:train",
     recover_steps: Annotated[int, typer.Option(help="Recovery steps.")] = 300,
     cycles: Annotated[int, typer.Option(help="Prune -> recover cycles.")] = 1,
     target_params: Annotated[int | None, typer.Option(help="Stop cycles at this many parameters.")] = None,
+    target_latency: Annotated[
+        float | None, typer.Option(help="Stop cycles at this fraction of the source's latency.")
+    ] = None,
+    latency_seq: Annotated[int, typer.Option(help="Sequence length for --target-latency.")] = 128,
+    latency_threads: Annotated[int, typer.Option(help="Threads for --target-latency.")] = 2,
     force: Force = False,
 ) -> None:
     """Remove heads, FFN neurons and layers (a smaller real model), then optionally recover."""
@@ -188,11 +292,16 @@ def command(
         ffn=ffn,
         keep_layers=keep_layers,
         unstructured=unstructured,
+        method=method,
+        schedule=schedule,
         importance=importance,
         recover_with=recover_with,
         data=data,
         recover_steps=recover_steps,
         cycles=cycles,
         target_params=target_params,
+        target_latency=target_latency,
+        latency_seq=latency_seq,
+        latency_threads=latency_threads,
     )
     run_single(model, cfg, output, force)

@@ -42,11 +42,6 @@ def run(src: str, cfg: Config, out: Path) -> dict[str, Any]:
 
     if not (cfg.activation or cfg.share_layers or cfg.trim_vocab):
         raise InputError("nothing to simplify: give --activation, --share-layers and/or --trim-vocab")
-    if cfg.share_layers and cfg.recover_with:
-        raise InputError(
-            "recovery would train the shared layers apart: share layers after recovery, "
-            "or recover without --share-layers"
-        )
     path = models.resolve(src)
     torch.manual_seed(cfg.seed)
     model = models.load(path, models.head_task(json.loads((path / "config.json").read_text())))
@@ -61,7 +56,7 @@ def run(src: str, cfg: Config, out: Path) -> dict[str, Any]:
     if cfg.share_layers:
         record["shared_groups"] = simplify.share_layers_(model, cfg.share_layers)
     current = path
-    if cfg.activation and cfg.recover_with:
+    if (cfg.activation or cfg.share_layers) and cfg.recover_with:
         changed = out / "changed"
         model.save_pretrained(changed)
         models.save_tokenizer(path, changed)
