@@ -79,22 +79,41 @@ def _accumulate_grads(model: Any, batches: list[dict[str, Any]]) -> None:
     model.eval()
 
 
-def prune_heads_(model: Any, ratio: float, scores: list[torch.Tensor]) -> dict[int, list[int]]:
-    """Remove the lowest-scoring `ratio` of each layer's remaining heads (at least one stays).
+def prune_heads_(
+    model: Any, ratio: float, scores: list[torch.Tensor], scope: str = "layer"
+) -> dict[int, list[int]]:
+    """Remove the lowest-scoring `ratio` of the remaining heads: of each layer (scope "layer"),
+    or of the whole model ranked together (scope "global": layers lose different numbers of
+    heads, at least one stays in each).
 
     Returns, per layer, the removed heads as indices of the original model (what transformers'
     prune_heads and config.pruned_heads use, also when heads were pruned before)."""
+    blocks = list(_blocks(model))
+    if scope == "global":
+        ranked = sorted((float(v), i, h) for i, score in enumerate(scores) for h, v in enumerate(score))
+        budget, left = int(round(ratio * len(ranked))), [s.numel() for s in scores]
+        chosen: dict[int, list[int]] = {i: [] for i in range(len(scores))}
+        for _, i, h in ranked:
+            if budget and left[i] > 1:
+                chosen[i].append(h)
+                left[i] -= 1
+                budget -= 1
+        drops = chosen
+    else:
+        drops = {}
+        for i, score in enumerate(scores):
+            heads = score.numel()
+            drop = int(round(ratio * heads))
+            if drop >= heads:
+                raise InputError(
+                    f"--heads {ratio} would remove all {heads} heads of layer {i}: remove the layer "
+                    "instead (--keep-layers) or prune fewer heads"
+                )
+            drops[i] = [int(h) for h in score.argsort()[:drop]]
     plan: dict[int, list[int]] = {}
-    for i, (block, score) in enumerate(zip(_blocks(model), scores, strict=True)):
-        heads = score.numel()
-        drop = int(round(ratio * heads))
-        if drop >= heads:
-            raise InputError(
-                f"--heads {ratio} would remove all {heads} heads of layer {i}: remove the layer "
-                "instead (--keep-layers) or prune fewer heads"
-            )
+    for i, block in enumerate(blocks):
         original = sorted(set(range(model.config.num_attention_heads)) - set(block.attention.pruned_heads))
-        plan[i] = sorted(original[int(h)] for h in score.argsort()[:drop])
+        plan[i] = sorted(original[h] for h in drops[i])
     model.prune_heads({i: hs for i, hs in plan.items() if hs})
     return plan
 

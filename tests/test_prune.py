@@ -221,3 +221,47 @@ def test_cycles_stop_at_a_measured_latency_target(tiny_factory: Callable[..., Pa
     assert stopped[:-1] == [False] * (len(cycles) - 1)  # stopped at the first cycle under target
     assert len(cycles) == 3 or stopped[-1]
     assert not (tmp_path / "p" / ".latency").exists()
+
+
+def test_global_head_ranking_differs_per_layer_and_still_fuses(
+    tiny_factory: Callable[..., Path], tmp_path: Path
+) -> None:
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    source = tiny_factory("bert", "seq", 2)
+    model = AutoModelForSequenceClassification.from_pretrained(source)
+    with torch.no_grad():  # layer 0's heads are all larger: a global ranking takes layer 1's first
+        attention = model.bert.encoder.layer[0].attention
+        for linear in (
+            attention.self.query,
+            attention.self.key,
+            attention.self.value,
+            attention.output.dense,
+        ):
+            linear.weight.mul_(10)
+    skewed = tmp_path / "skewed"
+    model.save_pretrained(skewed)
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (source / name).exists():
+            (skewed / name).write_bytes((source / name).read_bytes())
+    result = _prune(skewed, tmp_path / "p", "--heads", "0.5", "--heads-scope", "global")
+    assert result.exit_code == 0, result.output
+    removed = json.loads((tmp_path / "p" / "edgeslim-prune.json").read_text())["removed_heads"]
+    assert [len(removed["0"]), len(removed["1"])] == [1, 3]  # 4 of 8 heads, one left in layer 1
+    onnx, fused = tmp_path / "e", tmp_path / "f"
+    exported = cli(["export", str(tmp_path / "p"), "--task", "sequence-classification", "-o", str(onnx)])
+    assert exported.exit_code == 0, exported.output  # parity with the pruned PyTorch model
+    result = cli(["optimize", str(onnx), "-o", str(fused), "--require-full-fusion"])
+    assert result.exit_code == 0, result.output
+    report = artifacts.read_manifest(fused)["steps"][-1]["fusion"]["kinds"]["attention"]
+    assert report == {"expected": 2, "found": 2, "status": "full"}  # 3 heads and 1 head, both fused
+    from edgeslim import inspection
+
+    graph = inspection.load_graph(fused / "model.onnx")
+    heads = sorted(
+        next(a.i for a in n.attribute if a.name == "num_heads")
+        for n in graph.graph.node
+        if n.op_type == "Attention"
+    )
+    assert heads == [1, 3]

@@ -12,7 +12,7 @@ from pydantic import Field
 
 from edgeslim import models
 from edgeslim.errors import InputError
-from edgeslim.options import Force, Output
+from edgeslim.options import Force, MaxLength, Output, RecoverEval
 from edgeslim.steps import StepConfig
 
 
@@ -37,6 +37,12 @@ class Config(StepConfig):
         None, description="Unstructured: all at once, or cubic during recovery (default with --recover-with)."
     )
     importance: Literal["magnitude", "taylor"] = Field("magnitude", description="How to rank what to remove.")
+    heads_scope: Literal["layer", "global"] = Field(
+        "layer",
+        description="Rank heads within each layer (same count everywhere) or across the model (layers "
+        "keep different numbers of heads). FFN sizes stay equal per layer: transformers' BERT config "
+        "has one intermediate_size.",
+    )
     data: str = Field("sst2:train", description="Labelled data for Taylor importance and recovery.")
     importance_batches: int = Field(8, gt=0, description="Batches of 32 for Taylor importance.")
     recover_with: Path | None = Field(None, description="Teacher to distill from after pruning.")
@@ -111,7 +117,7 @@ def run(src: str, cfg: Config, out: Path) -> dict[str, Any]:
         record["kept_layers"] = mapping
     if cfg.heads:
         record["removed_heads"] = pruning.prune_heads_(
-            model, cfg.heads, pruning.head_importance(model, batches)
+            model, cfg.heads, pruning.head_importance(model, batches), cfg.heads_scope
         )
     if cfg.ffn:
         record["ffn_sizes"] = pruning.prune_ffn_(model, cfg.ffn, pruning.ffn_importance(model, batches))
@@ -270,9 +276,12 @@ def command(
     method: Annotated[str, typer.Option(help="Unstructured scores: magnitude or movement.")] = "magnitude",
     schedule: Annotated[str | None, typer.Option(help="Unstructured: oneshot or cubic (recovery).")] = None,
     importance: Annotated[str, typer.Option(help="magnitude or taylor.")] = "magnitude",
+    heads_scope: Annotated[str, typer.Option(help="layer or global head ranking.")] = "layer",
     recover_with: Annotated[Path | None, typer.Option(help="Teacher to distill from afterwards.")] = None,
     data: Annotated[str, typer.Option(help="Labelled data (Taylor importance, recovery).")] = "sst2:train",
     recover_steps: Annotated[int, typer.Option(help="Recovery steps.")] = 300,
+    eval_data: RecoverEval = "sst2:dev",
+    max_length: MaxLength = 128,
     cycles: Annotated[int, typer.Option(help="Prune -> recover cycles.")] = 1,
     target_params: Annotated[int | None, typer.Option(help="Stop cycles at this many parameters.")] = None,
     target_latency: Annotated[
@@ -295,9 +304,12 @@ def command(
         method=method,
         schedule=schedule,
         importance=importance,
+        heads_scope=heads_scope,
         recover_with=recover_with,
         data=data,
         recover_steps=recover_steps,
+        eval=eval_data,
+        max_length=max_length,
         cycles=cycles,
         target_params=target_params,
         target_latency=target_latency,

@@ -11,7 +11,7 @@ from pydantic import Field
 
 from edgeslim import models
 from edgeslim.errors import InputError
-from edgeslim.options import Force, Output
+from edgeslim.options import Force, MaxLength, Output, RecoverEval
 from edgeslim.steps import StepConfig
 
 
@@ -87,6 +87,9 @@ def command(
     trim_vocab: Annotated[str | None, typer.Option(help="Corpus whose tokens are kept.")] = None,
     recover_with: Annotated[Path | None, typer.Option(help="Teacher to distill from afterwards.")] = None,
     recover_steps: Annotated[int, typer.Option(help="Recovery steps.")] = 300,
+    data: Annotated[str, typer.Option(help="Labelled data for recovery.")] = "sst2:train",
+    eval_data: RecoverEval = "sst2:dev",
+    max_length: MaxLength = 128,
     force: Force = False,
 ) -> None:
     """Simplify activations, share weights across layers, trim the vocabulary."""
@@ -100,5 +103,8 @@ def command(
         trim_vocab=trim_vocab,
         recover_with=recover_with,
         recover_steps=recover_steps,
+        data=data,
+        eval=eval_data,
+        max_length=max_length,
     )
     run_single(model, cfg, output, force)
