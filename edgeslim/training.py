@@ -11,7 +11,12 @@ import numpy as np
 
 from edgeslim import train_data, trainer
 
-METRIC = {"sequence-classification": "accuracy", "regression": "pearson", "token-classification": "accuracy"}
+METRIC = {
+    "sequence-classification": "accuracy",
+    "regression": "pearson",
+    "token-classification": "accuracy",
+    "feature-extraction": "spearman",  # of pair similarities (embedding distillation)
+}
 LossFn = Callable[[Any, dict[str, Any]], tuple[Any, dict[str, float]]]
 
 
@@ -89,6 +94,39 @@ def dev_metric(
         p, g = np.concatenate(preds), np.concatenate(gold)
         value = metrics.pearson(g, p) if task == "regression" else metrics.accuracy(g, p)
         return {METRIC[task]: round(float(value), 5)}
+
+    return evaluate
+
+
+def similarity_metric(
+    path: Path, dev: Any, scores: list[float], pooling: str, cfg: Any
+) -> Callable[[Any], dict[str, float]]:
+    """model -> {"spearman": rho} between the cosine of each pair's pooled embeddings and the
+    gold scores (STS-style dev sets)."""
+    import torch
+
+    from edgeslim import data, metrics
+    from edgeslim.distillation import pool
+
+    pad = int(json.loads((path / "config.json").read_text()).get("pad_token_id") or 0)
+    sides = []
+    for texts in (dev.texts, dev.pairs):
+        encoded = train_data.encode(path, data.Examples(dev.name, texts), token_limit(path, cfg), None)
+        order = [list(range(i, min(i + 64, len(encoded)))) for i in range(0, len(encoded), 64)]
+        sides.append([train_data.collate(encoded, idx, pad, "class") for idx in order])
+
+    def evaluate(model: Any) -> dict[str, float]:
+        embedded = []
+        with torch.no_grad():
+            for batches in sides:
+                parts = []
+                for batch in batches:
+                    feeds = {k: v for k, v in batch.items() if k != "labels"}
+                    student = getattr(model, "student", model)
+                    parts.append(pool(student(**feeds).last_hidden_state, feeds["attention_mask"], pooling))
+                embedded.append(torch.cat(parts))
+        cosine = torch.nn.functional.cosine_similarity(embedded[0], embedded[1], dim=-1).numpy()
+        return {"spearman": round(float(metrics.spearman(np.asarray(scores), cosine)), 5)}
 
     return evaluate
 

@@ -184,3 +184,25 @@ def test_distill_bad_input(tiny_factory: Callable[..., Path], tmp_path: Path) ->
     )
     assert result.exit_code == 3 and "not known to the model" in result.output
     assert not Path(out).exists()
+
+
+def test_embedding_teacher_distills_with_cosine_and_scores_spearman(
+    tiny_factory: Callable[..., Path], tmp_path: Path
+) -> None:
+    teacher = tiny_factory("bert")  # a bare encoder: an embedding model
+    (teacher / "1_Pooling").mkdir(exist_ok=True)
+    (teacher / "1_Pooling" / "config.json").write_text('{"pooling_mode_mean_tokens": true}')
+    out = tmp_path / "student"
+    args = ["distill", "--teacher", str(teacher), "--student-layers", "1", "--data", "stsb:train"]
+    result = cli([*args, "--eval", "stsb:dev", *FAST, "--hidden", "1", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "edgeslim-train.json").read_text())
+    assert -1 <= record["best"]["spearman"] <= 1 and -1 <= record["teacher_dev"]["spearman"] <= 1
+    assert "pseudo_labels" not in record
+    config = json.loads((out / "config.json").read_text())
+    assert config["architectures"] == ["BertModel"] and config["num_hidden_layers"] == 1
+    assert (out / "1_Pooling" / "config.json").exists()  # pooling travels with the student
+    exported = cli(["export", str(out), "-o", str(tmp_path / "onnx")])
+    assert exported.exit_code == 0, exported.output
+    bad = cli([*args, "--eval", "sst2:dev", *FAST, "-o", str(tmp_path / "bad")])
+    assert bad.exit_code == 3 and "stsb:dev" in bad.output and not (tmp_path / "bad").exists()

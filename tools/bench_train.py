@@ -57,7 +57,9 @@ def plain(teacher: torch.nn.Module, student: torch.nn.Module, data: list[dict[st
 
 def ours(teacher: torch.nn.Module, student: torch.nn.Module, data: list[dict[str, torch.Tensor]]) -> float:
     wrapper = distillation.Student(student, teacher.config.hidden_size, 3)
-    loss_fn = distillation.make_loss(teacher, Weights(kl=1.0, hidden=1.0), [1, 3, 5], regression=False)
+    loss_fn = distillation.make_loss(
+        teacher, Weights(kl=1.0, hidden=1.0), [1, 3, 5], "sequence-classification"
+    )
     settings = trainer.Settings(
         max_steps=len(data), epochs=1, batch_size=32, lr=5e-5, seed=0, eval_every=10**6, save_every=10**6
     )

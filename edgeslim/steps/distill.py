@@ -45,6 +45,10 @@ class Weights(BaseModel):
         0.0, ge=0, description="Hidden-state MSE per mapped layer (projected if widths differ)."
     )
     attention: float = Field(0.0, ge=0, description="Attention-map KL per mapped layer.")
+    cosine: float = Field(
+        1.0, ge=0, description="Embedding teachers: 1 - cosine between pooled student and teacher embeddings."
+    )
+    mse: float = Field(0.0, ge=0, description="Embedding teachers: MSE between pooled embeddings.")
     temperature: float = Field(2.0, gt=0, description="Softmax temperature for kl and soft_ce.")
 
 
@@ -61,15 +65,36 @@ class Config(TrainConfig):
 
 
 def teacher_task(config: dict[str, Any]) -> str:
-    """The teacher's head: sequence-classification or regression (others are refused)."""
+    """The teacher's head: sequence-classification, regression or feature-extraction (an
+    embedding model); token-classification teachers are refused."""
     task = models.head_task(config)
-    if task not in ("sequence-classification", "regression"):
+    if task not in ("sequence-classification", "regression", "feature-extraction"):
         heads = " ".join(config.get("architectures") or []) or "none"
         raise InputError(
-            f"the teacher's head is {heads}: distill needs a sequence-classification or "
-            "regression teacher (fine-tune one with 'edgeslim finetune')"
+            f"the teacher's head is {heads}: distill takes a sequence-classification, regression "
+            "or embedding (feature-extraction) teacher"
         )
     return task
+
+
+def _embedding_data(cfg: Config) -> tuple[data.Examples, data.Examples]:
+    """Embedding distillation: every sentence of --data (both sides of pairs) plus the
+    unlabeled text, unlabeled; the dev set must be scored sentence pairs (e.g. stsb:dev)."""
+    source = data.load(cfg.data, cfg.text_column, cfg.pair_column, None, cfg.data_dir)
+    texts = (source.texts + (source.pairs or []))[: cfg.train_size or None]
+    if cfg.unlabeled:
+        texts += (
+            data.load(cfg.unlabeled, None, None, None, cfg.data_dir).head(cfg.unlabeled_size or 10**9).texts
+        )
+    dev = data.load_labelled(
+        cfg.eval, cfg.text_column, cfg.pair_column, cfg.label_column, cfg.data_dir, cfg.eval_size
+    )
+    if not dev.pairs:
+        raise InputError(
+            f"an embedding teacher is scored by the Spearman correlation of pair similarities: "
+            f"--eval needs scored sentence pairs (e.g. stsb:dev), and {cfg.eval} has no pairs"
+        )
+    return data.Examples(source.name, texts), dev
 
 
 def _same_tokenizer(teacher: Path, student: Path) -> None:
@@ -129,14 +154,18 @@ def run(src: str, cfg: Config, out: Path, hook_factory: Callable[[Any], Any] | N
         and cfg.init in ("every-other", "first-k", "last-k")
     ):
         raise InputError("choose the student: --student-layers K (with --init) or --student DIR")
-    train = data.load_labelled(
-        cfg.data, cfg.text_column, cfg.pair_column, cfg.label_column, cfg.data_dir, cfg.train_size
-    )
-    dev = data.load_labelled(
-        cfg.eval, cfg.text_column, cfg.pair_column, cfg.label_column, cfg.data_dir, cfg.eval_size
-    )
-    train_labels, dev_labels = _labels(train, path, task), _labels(dev, path, task)
-    if cfg.unlabeled:
+    if task == "feature-extraction":
+        train, dev = _embedding_data(cfg)
+        train_labels, dev_labels = [-1] * len(train), [float(x) for x in dev.labels or []]
+    else:
+        train = data.load_labelled(
+            cfg.data, cfg.text_column, cfg.pair_column, cfg.label_column, cfg.data_dir, cfg.train_size
+        )
+        dev = data.load_labelled(
+            cfg.eval, cfg.text_column, cfg.pair_column, cfg.label_column, cfg.data_dir, cfg.eval_size
+        )
+        train_labels, dev_labels = _labels(train, path, task), _labels(dev, path, task)
+    if cfg.unlabeled and task != "feature-extraction":
         if train.pairs:
             raise InputError("--unlabeled text works with single-sentence tasks only")
         extra = data.load(cfg.unlabeled, None, None, None, cfg.data_dir).head(cfg.unlabeled_size or 10**9)
@@ -146,11 +175,16 @@ def run(src: str, cfg: Config, out: Path, hook_factory: Callable[[Any], Any] | N
     teacher = models.load(path, task).eval()
     student, mapping = _student(teacher, path, cfg, task)
     wrapper = distillation.Student(student.train(), teacher.config.hidden_size, len(mapping))
-    loss_fn = distillation.make_loss(teacher, cfg.losses, mapping, task == "regression")
-    evaluate = training.dev_metric(path, dev, dev_labels, task, cfg)
+    pooling = models.default_pooling(path)
+    loss_fn = distillation.make_loss(teacher, cfg.losses, mapping, task, pooling)
+    evaluate = (
+        training.similarity_metric(path, dev, dev_labels, pooling, cfg)
+        if task == "feature-extraction"
+        else training.dev_metric(path, dev, dev_labels, task, cfg)
+    )
     batches = training.batch_maker(path, train, train_labels, task, cfg)
     stats: dict[str, Any] = {"teacher_dev": evaluate(teacher), "layer_map": mapping}
-    if task != "regression":
+    if task == "sequence-classification":
         stats["pseudo_labels"] = distillation.pseudo_label_stats(
             teacher, training.batch_maker(path, dev, dev_labels, task, cfg)(0), cfg.losses.min_confidence
         )
