@@ -258,6 +258,8 @@ def command(
     hidden: Annotated[float, typer.Option(help="Weight of hidden-state MSE.")] = 0.0,
     attention: Annotated[float, typer.Option(help="Weight of attention KL.")] = 0.0,
     temperature: Annotated[float, typer.Option(help="Softmax temperature.")] = 2.0,
+    cosine: Annotated[float, typer.Option(help="Embedding teachers: weight of 1 - cosine.")] = 1.0,
+    mse: Annotated[float, typer.Option(help="Embedding teachers: weight of embedding MSE.")] = 0.0,
     max_steps: MaxSteps = None,
     epochs: Epochs = 1.0,
     batch_size: BatchSize = 32,
@@ -285,6 +287,8 @@ def command(
         hidden=hidden,
         attention=attention,
         temperature=temperature,
+        cosine=cosine,
+        mse=mse,
     )
     cfg = make_config(
         Config,
