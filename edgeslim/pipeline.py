@@ -10,7 +10,7 @@ from typing import Any
 
 from edgeslim import artifacts, models, steps, ui
 from edgeslim.errors import BudgetNotMet, OutputError
-from edgeslim.recipe import Recipe
+from edgeslim.recipe import Recipe, step_reference
 
 CACHE_DIR = ".edgeslim-cache"
 STEP_SUMMARY = ".step-summary.json"
@@ -63,6 +63,8 @@ def plan(recipe: Recipe, cache: Path) -> list[dict[str, Any]]:
 
 def _owned_by(out: Path, recipe: Recipe) -> bool:
     """True when `out` is an earlier output of this same recipe (safe to replace)."""
+    if (out / "edgeslim-recipe.json").exists():  # a recipe that ends in a model step
+        return bool(json.loads((out / "edgeslim-recipe.json").read_text()).get("name") == recipe.name)
     try:
         manifest = artifacts.read_manifest(out)
     except Exception:
@@ -100,6 +102,9 @@ def run_recipe(recipe: Recipe, output: Path | None, force: bool, dry_run: bool) 
             summary: dict[str, Any] = json.loads((row["dir"] / STEP_SUMMARY).read_text())
         else:
             ui.note(f"{label}: running")
+            number = step_reference(getattr(step, "recover_with", None))
+            if number is not None:  # "@N": the output of step N (e.g. the fine-tuned teacher)
+                step = step.model_copy(update={"recover_with": rows[number - 1]["dir"]})
             with artifacts.staging(row["dir"], force=True, resumable=step.resumable) as tmp:
                 summary = steps.modules()[step.type].run(source, step, tmp)
                 artifacts.write_json(tmp / STEP_SUMMARY, summary)  # a reused step reports the same
@@ -115,16 +120,23 @@ def run_recipe(recipe: Recipe, output: Path | None, force: bool, dry_run: bool) 
             }
         )
         source = src = row["dir"]
+    run_record = {
+        "name": recipe.name,
+        "model": recipe.model,
+        "steps": record,
+        "wall_s": round(time.perf_counter() - start, 2),
+    }
     with artifacts.staging(out, force=True) as tmp:
-        artifacts.copy_companions(src, tmp, skip_model=False)
-        manifest = artifacts.read_manifest(src)
-        manifest["recipe"] = {
-            "name": recipe.name,
-            "model": recipe.model,
-            "steps": record,
-            "wall_s": round(time.perf_counter() - start, 2),
-        }
-        artifacts.write_json(tmp / artifacts.MANIFEST, manifest)
+        if (src / artifacts.MANIFEST).exists():
+            artifacts.copy_companions(src, tmp, skip_model=False)
+            manifest = artifacts.read_manifest(src)
+            manifest["recipe"] = run_record
+            artifacts.write_json(tmp / artifacts.MANIFEST, manifest)
+        else:  # the chain ends in a model step: the output is that Hugging Face directory
+            import shutil
+
+            shutil.copytree(src, tmp, dirs_exist_ok=True)
+            artifacts.write_json(tmp / "edgeslim-recipe.json", run_record)
     result = {
         "output": str(out),
         "wall_s": round(time.perf_counter() - start, 2),

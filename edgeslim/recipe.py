@@ -63,7 +63,30 @@ class Recipe(BaseModel):
                     )
                 )
             current = "model" if item.produces_model else "artifact"
+            _check_reference(item, index, typed)
         return typed
+
+
+def step_reference(value: Any) -> int | None:
+    """`@N` in a path field (e.g. prune's recover_with: "@1") names step N's output; 1-based."""
+    text = str(value) if value is not None else ""
+    if not text.startswith("@"):
+        return None
+    if not text[1:].isdigit():
+        raise ValueError(f"'{text}' is not a step reference: write @N for the output of step N")
+    return int(text[1:])
+
+
+def _check_reference(item: StepConfig, index: int, typed: list[StepConfig]) -> None:
+    """A reference must name an earlier step that produces a model (a teacher)."""
+    number = step_reference(getattr(item, "recover_with", None))
+    if number is None:
+        return
+    if not 1 <= number <= index or not typed[number - 1].produces_model:
+        raise ValueError(
+            f"step {index + 1} ({item.type}): recover_with @{number} must name an earlier step that "
+            "makes a model (finetune, distill, prune, simplify)"
+        )
 
 
 def _suggest(key: str, known: list[str]) -> str:

@@ -265,3 +265,23 @@ def test_global_head_ranking_differs_per_layer_and_still_fuses(
         if n.op_type == "Attention"
     )
     assert heads == [1, 3]
+
+
+def test_recipe_recovers_from_an_earlier_step(tiny_factory: Callable[..., Path], tmp_path: Path) -> None:
+    steps = (
+        "steps:\n  - type: finetune\n    train_size: 64\n    eval_size: 32\n    max_steps: 2\n"
+        "    eval_every: 2\n  - type: prune\n    ffn: 0.5\n    recover_with: '@{ref}'\n"
+        "    recover_steps: 2\n    eval: sst2:dev\n"
+    )
+    path = tmp_path / "r.yaml"
+    head = f"name: t\nmodel: {tiny_factory('bert')}\noutput: {tmp_path / 'o'}\n"
+    path.write_text(head + steps.format(ref=2))  # a step cannot recover from itself
+    result = cli(["run", str(path)])
+    assert result.exit_code == 3 and "earlier step" in result.output
+    path.write_text(head + steps.format(ref=1))
+    result = cli(["run", str(path)])
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "o" / "edgeslim-prune.json").read_text())
+    assert record["ffn_sizes"] == [18, 18] and "01-finetune" in record["config"]["recover_with"]
+    assert json.loads((tmp_path / "o" / "edgeslim-recipe.json").read_text())["name"] == "t"
+    assert cli(["run", str(path)]).exit_code == 0  # its own earlier output is replaced
