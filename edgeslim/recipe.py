@@ -84,8 +84,8 @@ def _check_reference(item: StepConfig, index: int, typed: list[StepConfig]) -> N
         return
     if not 1 <= number <= index or not typed[number - 1].produces_model:
         raise ValueError(
-            f"step {index + 1} ({item.type}): recover_with @{number} must name an earlier step that "
-            "makes a model (finetune, distill, prune, simplify)"
+            f"step {index + 1} ({getattr(item, 'type', '?')}): recover_with @{number} must name an "
+            "earlier step that makes a model (finetune, distill, prune, simplify)"
         )
 
 
