@@ -56,16 +56,19 @@ def main() -> None:
         "GELU->ReLU": ["simplify", "--activation", "relu", *recover],
         f"share {layers} layers": ["simplify", "--share-layers", str(layers), *recover],
         "trimmed vocab": ["simplify", "--trim-vocab", "sst2:train"],
-        "unstructured 80% movement": [
-            "prune",
-            "--unstructured",
-            "0.8",
-            "--method",
-            "movement",
-            "--schedule",
-            "cubic",
-            *recover,
-        ],
+        **{
+            f"unstructured {int(level * 100)}% {method}": [
+                "prune",
+                "--unstructured",
+                str(level),
+                "--method",
+                method,
+                "--schedule",
+                "cubic",
+                *recover,
+            ]
+            for level, method in ((0.5, "magnitude"), (0.5, "movement"), (0.8, "movement"))
+        },
     }
     args.out.mkdir(parents=True, exist_ok=True)
     rows: dict[str, dict[str, object]] = {}
