@@ -165,7 +165,10 @@ def test_distill_bad_input(tiny_factory: Callable[..., Path], tmp_path: Path) ->
     assert result.exit_code == 3 and "outside the teacher" in result.output
     result = cli(
         ["distill", "--teacher", str(tiny_factory("bert")), "--student-layers", "1", "-o", out, *FAST]
-    )
+    )  # an embedding teacher with a classification dev set
+    assert result.exit_code == 3 and "stsb:dev" in result.output
+    token_teacher = str(tiny_factory("bert", "tok", 5))
+    result = cli(["distill", "--teacher", token_teacher, "--student-layers", "1", "-o", out, *FAST])
     assert result.exit_code == 3 and "head" in result.output
     (tmp_path / "d.tsv").write_text("sentence\tlabel\nw1\tpositive\n")
     result = cli(
