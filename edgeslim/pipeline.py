@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -133,8 +134,6 @@ def run_recipe(recipe: Recipe, output: Path | None, force: bool, dry_run: bool) 
             manifest["recipe"] = run_record
             artifacts.write_json(tmp / artifacts.MANIFEST, manifest)
         else:  # the chain ends in a model step: the output is that Hugging Face directory
-            import shutil
-
             shutil.copytree(src, tmp, dirs_exist_ok=True)
             artifacts.write_json(tmp / "edgeslim-recipe.json", run_record)
     result = {

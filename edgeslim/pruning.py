@@ -139,26 +139,6 @@ def count(model: Any) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def unstructured_(model: Any, sparsity: float) -> dict[str, float]:
-    """Zero the smallest-magnitude `sparsity` fraction of every encoder Linear weight (one-shot
-    magnitude pruning); returns the sparsity per layer. onnxruntime's CPU kernels do not skip
-    zeros, so this is a compressed-size win, not a speed win."""
-    report = {}
-    for i, block in enumerate(_blocks(model)):
-        zeros = total = 0
-        for module in block.modules():
-            if isinstance(module, torch.nn.Linear):
-                weight = module.weight.data
-                k = int(weight.numel() * sparsity)
-                if k:
-                    threshold = weight.abs().flatten().kthvalue(k).values
-                    weight[weight.abs() <= threshold] = 0.0
-                zeros += int((weight == 0).sum())
-                total += weight.numel()
-        report[f"layer{i}"] = round(zeros / max(total, 1), 4)
-    return report
-
-
 def zipped_size(path: Any) -> int:
     """Bytes of `path` after DEFLATE: what sparsity saves when an artifact is shipped compressed."""
     import zlib

@@ -92,7 +92,7 @@ class Sparsifier:
     def after_step(self, step: int, total: int) -> None:
         """Raise the sparsity when the schedule says so, then zero the pruned weights."""
         level = self.wanted(step, total)
-        due = step % UPDATE_EVERY == 0 or level >= self.target or step == 1
+        due = step % UPDATE_EVERY == 0 or level >= self.target
         if level > self.level and due:
             self._update(level)
         with torch.no_grad():

@@ -216,7 +216,7 @@ def test_cycles_stop_at_a_measured_latency_target(tiny_factory: Callable[..., Pa
     )
     assert result.exit_code == 0, result.output
     cycles = json.loads((tmp_path / "p" / "edgeslim-prune.json").read_text())["cycles"]
-    assert all(0 < c["latency_fraction"] < 5 for c in cycles)  # measured, not a threshold test
+    assert all(c["latency_fraction"] > 0 for c in cycles)  # measured and recorded; no timing bound
     stopped = [c["latency_fraction"] <= 0.99 for c in cycles]
     assert stopped[:-1] == [False] * (len(cycles) - 1)  # stopped at the first cycle under target
     assert len(cycles) == 3 or stopped[-1]

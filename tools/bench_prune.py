@@ -18,8 +18,9 @@ import json
 import subprocess
 import sys
 import time
-import zlib
 from pathlib import Path
+
+from edgeslim import pruning
 
 EDGESLIM = str(Path(sys.executable).with_name("edgeslim"))
 
@@ -29,10 +30,6 @@ def cli(*args: str) -> str:
     if done.returncode:
         raise SystemExit(f"edgeslim {' '.join(args)} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
     return done.stdout
-
-
-def zipped(path: Path) -> int:
-    return len(zlib.compress(path.read_bytes(), 6))
 
 
 def main() -> None:
@@ -92,7 +89,7 @@ def main() -> None:
             "dir": str(fused),
             "parameters": info["parameters"],
             "onnx_mb": round((onnx / "model.onnx").stat().st_size / 1e6, 2),
-            "zipped_mb": round(zipped(onnx / "model.onnx") / 1e6, 2),
+            "zipped_mb": round(pruning.zipped_size(onnx / "model.onnx") / 1e6, 2),
             "attention_fused": "{found}/{expected}".format(**info["fusion"]["kinds"]["attention"]),
             "dev_accuracy": score["metrics"]["accuracy"]["value"],
             "made_s": round(made_s, 1),

@@ -77,15 +77,19 @@ def teacher_task(config: dict[str, Any]) -> str:
     return task
 
 
+def _unlabeled(cfg: Config) -> list[str]:
+    """The --unlabeled texts (first --unlabeled-size of them), or none."""
+    if not cfg.unlabeled:
+        return []
+    return data.load(cfg.unlabeled, None, None, None, cfg.data_dir).head(cfg.unlabeled_size or 10**9).texts
+
+
 def _embedding_data(cfg: Config) -> tuple[data.Examples, data.Examples]:
     """Embedding distillation: every sentence of --data (both sides of pairs) plus the
     unlabeled text, unlabeled; the dev set must be scored sentence pairs (e.g. stsb:dev)."""
     source = data.load(cfg.data, cfg.text_column, cfg.pair_column, None, cfg.data_dir)
     texts = (source.texts + (source.pairs or []))[: cfg.train_size or None]
-    if cfg.unlabeled:
-        texts += (
-            data.load(cfg.unlabeled, None, None, None, cfg.data_dir).head(cfg.unlabeled_size or 10**9).texts
-        )
+    texts += _unlabeled(cfg)
     dev = data.load_labelled(
         cfg.eval, cfg.text_column, cfg.pair_column, cfg.label_column, cfg.data_dir, cfg.eval_size
     )
@@ -168,8 +172,8 @@ def run(src: str, cfg: Config, out: Path, hook_factory: Callable[[Any], Any] | N
     if cfg.unlabeled and task != "feature-extraction":
         if train.pairs:
             raise InputError("--unlabeled text works with single-sentence tasks only")
-        extra = data.load(cfg.unlabeled, None, None, None, cfg.data_dir).head(cfg.unlabeled_size or 10**9)
-        train = data.Examples(train.name, train.texts + extra.texts)
+        extra = _unlabeled(cfg)
+        train = data.Examples(train.name, train.texts + extra)
         train_labels += [-1] * len(extra)  # unlabeled rows: teacher terms only
     torch.manual_seed(cfg.seed)
     teacher = models.load(path, task).eval()

@@ -123,7 +123,11 @@ def run(src: str, cfg: Config, out: Path) -> dict[str, Any]:
         record["ffn_sizes"] = pruning.prune_ffn_(model, cfg.ffn, pruning.ffn_importance(model, batches))
     record["parameters_after"] = pruning.count(model)
     if cfg.unstructured and hook_factory is None:
-        record["sparsity"] = pruning.unstructured_(model, cfg.unstructured)
+        from edgeslim import sparsity
+
+        oneshot = sparsity.Sparsifier(model, cfg.unstructured, "magnitude", "oneshot")
+        oneshot.after_step(0, 1)
+        record["sparsity"] = oneshot.report()
     pruned = out / "pruned" if cfg.recover_with else out
     model.save_pretrained(pruned)
     models.save_tokenizer(path, pruned)
