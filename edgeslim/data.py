@@ -64,13 +64,36 @@ class Examples:
         )
 
 
-def data_dirs(data_dir: Path | None = None) -> list[Path]:
-    """Where built-in datasets are looked up, in order."""
-    repo = Path(__file__).resolve().parents[1]
+# Only CoNLL-2003 (Reuters text, not redistributable) is looked up outside the package.
+EXTERNAL_ONLY = ("conll2003",)
+
+
+def data_dirs(data_dir: Path | None = None, spec: str = "") -> list[Path]:
+    """Where built-in dataset `spec` is looked up, in order.
+
+    An explicit --data-dir, then $EDGESLIM_DATA_DIR, then the data shipped in the package;
+    CoNLL-2003, which is never shipped, also in a shared/data folder beside the checkout or
+    the working directory.
+    """
     dirs = [data_dir] if data_dir else []
     if os.environ.get("EDGESLIM_DATA_DIR"):
         dirs.append(Path(os.environ["EDGESLIM_DATA_DIR"]))
-    return [*dirs, repo / "data", repo.parent / "shared" / "data", Path.cwd().parent / "shared" / "data"]
+    if spec.split(":")[0] in EXTERNAL_ONLY:
+        return [*dirs, *beside_checkout()]
+    return [*dirs, packaged_data()]
+
+
+def beside_checkout() -> list[Path]:
+    """shared/data folders beside the checkout and beside the working directory (CoNLL only)."""
+    repo = Path(__file__).resolve().parents[1]
+    return [repo.parent / "shared" / "data", Path.cwd().parent / "shared" / "data"]
+
+
+def packaged_data() -> Path:
+    """The folder of data sets shipped inside the package (edgeslim/datasets)."""
+    from importlib.resources import files
+
+    return Path(str(files("edgeslim") / "datasets"))
 
 
 def load(
@@ -83,8 +106,9 @@ def load(
     """A built-in name (`sst2:dev`) or a .tsv/.csv/.jsonl/.txt path -> Examples."""
     if spec in BUILTIN:
         entry = BUILTIN[spec]
-        for base in data_dirs(data_dir):
-            if (base / entry.file).exists():
+        places = data_dirs(data_dir, spec)
+        for base in places:
+            if (base / entry.file).is_file():
                 return _read(
                     base / entry.file,
                     spec,
@@ -93,8 +117,8 @@ def load(
                     label_column or entry.label,
                 )
         raise InputError(
-            f"dataset '{spec}' not found in {', '.join(map(str, data_dirs(data_dir)))}: "
-            "pass --data-dir or set EDGESLIM_DATA_DIR"
+            f"dataset '{spec}' not found in {', '.join(map(str, places))}: "
+            "pass --data-dir DIR (a folder holding " + entry.file + ") or set EDGESLIM_DATA_DIR"
         )
     path = Path(spec)
     if not path.is_file():

@@ -16,6 +16,7 @@ class Target:
     vnni: bool  # x86 AVX512-VNNI / AVX-VNNI: int8 dot products with 32-bit accumulation
     amx: bool
     arm_dot: bool  # Arm SDOT/UDOT
+    bf16: bool = False  # bf16 arithmetic in hardware (x86 AVX512_BF16 / AMX-BF16, Arm BF16)
 
     @property
     def name(self) -> str:
@@ -25,10 +26,14 @@ class Target:
 
 
 def detect() -> Target:
-    """The current CPU's Target."""
+    """The current CPU's Target (tests build Targets by hand or through from_facts)."""
     info = cpu_info()
-    flags = set(info["flags"])  # type: ignore[call-overload]
-    machine = str(info["machine"]).lower()
+    return from_facts(str(info["machine"]), set(info["flags"]))  # type: ignore[call-overload]
+
+
+def from_facts(machine: str, flags: set[str]) -> Target:
+    """The Target of a CPU described by its machine name and /proc/cpuinfo flags."""
+    machine = machine.lower()
     arch = machine
     if machine in ("x86_64", "amd64", "i686"):
         arch = "x86"
@@ -40,6 +45,7 @@ def detect() -> Target:
         bool(flags & {"avx512_vnni", "avx_vnni"}),
         "amx_int8" in flags,
         "asimddp" in flags,
+        bool(flags & {"avx512_bf16", "amx_bf16", "bf16"}),
     )
 
 

@@ -101,14 +101,37 @@ def test_training_bad_input(
         "2",
     )
     assert result.exit_code == 3 and "non-numeric" in result.output  # type: ignore[attr-defined]
-    from edgeslim.errors import InputError
     from edgeslim.recipe import make_config
     from edgeslim.steps.finetune import Config
-    from edgeslim.trainer import check_precision
 
     assert make_config(Config, precision="bf16").precision == "bf16"
-    with pytest.raises(InputError, match="bf16"):
-        check_precision("bf16")
+
+
+@pytest.mark.parametrize(
+    ("machine", "flags", "cuda", "refused"),
+    [
+        ("x86_64", {"avx2", "fma"}, False, True),  # Zen3: AVX2 only
+        ("x86_64", {"avx2", "avx512f", "avx512_vnni", "avx512_bf16"}, False, False),  # Zen4
+        ("x86_64", {"avx2", "avx512f", "amx_tile", "amx_int8", "amx_bf16"}, False, False),  # AMX
+        ("x86_64", {"avx2"}, True, False),  # a GPU does the bf16 work
+        ("aarch64", {"asimd", "asimddp"}, False, True),
+        ("aarch64", {"asimd", "bf16"}, False, False),
+    ],
+)
+def test_bf16_refused_only_without_bf16_hardware(
+    machine: str, flags: set[str], cuda: bool, refused: bool
+) -> None:
+    from edgeslim.errors import InputError
+    from edgeslim.hardware import from_facts
+    from edgeslim.trainer import check_precision
+
+    target = from_facts(machine, flags)
+    check_precision("fp32", target, cuda)  # fp32 is never refused
+    if refused:
+        with pytest.raises(InputError, match="bf16"):
+            check_precision("bf16", target, cuda)
+    else:
+        check_precision("bf16", target, cuda)
 
 
 def test_nan_loss_stops_with_message(

@@ -1,0 +1,49 @@
+"""Built-in data sets ship inside the package (a wheel or a bare clone has no sibling folder)."""
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from edgeslim import data
+
+
+def test_builtin_sets_load_from_the_package_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("EDGESLIM_DATA_DIR", raising=False)
+    shipped = data.packaged_data()
+    for spec, entry in data.BUILTIN.items():
+        if spec.startswith("conll2003"):
+            assert not (shipped / entry.file).exists()  # Reuters text: never redistributed
+            continue
+        assert data.data_dirs(None, spec) == [shipped]  # nothing looked up beside the checkout
+        examples = data.load(spec)
+        assert len(examples) > 400 and all(examples.texts[:50])
+        if entry.label:
+            assert examples.labels and len(set(examples.labels)) >= 2
+
+
+def test_shipped_files_match_their_checksums_and_carry_licences() -> None:
+    shipped = data.packaged_data()
+    lines = (shipped / "SHA256SUMS").read_text().splitlines()
+    assert len(lines) >= 8
+    for line in lines:
+        digest, name = line.split("  ")
+        assert hashlib.sha256((shipped / name).read_bytes()).hexdigest() == digest, name
+    readme = (shipped / "README.md").read_text()
+    for source in ("Socher", "Cer", "Li & Roth", "Merity", "CC BY-SA"):
+        assert source in readme
+    assert (shipped / "stsb" / "ORIGINAL_LICENSE.txt").exists()
+
+
+def test_data_dir_overrides_and_missing_set_names_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edgeslim.errors import InputError
+
+    (tmp_path / "sst2").mkdir()
+    (tmp_path / "sst2" / "glue_dev.tsv").write_text("sentence\tlabel\na fine film\t1\nawful\t0\n")
+    assert len(data.load("sst2:dev", data_dir=tmp_path)) == 2  # an explicit folder comes first
+    monkeypatch.delenv("EDGESLIM_DATA_DIR", raising=False)
+    monkeypatch.setattr(data, "beside_checkout", lambda: [tmp_path / "nowhere"])
+    with pytest.raises(InputError, match="--data-dir"):
+        data.load("conll2003:valid")
