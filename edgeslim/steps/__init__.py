@@ -43,6 +43,7 @@ class StepConfig(BaseModel):
     takes_model: ClassVar[bool] = False  # True: the step's input is a model, not an artifact
     produces_model: ClassVar[bool] = False  # True: it writes a HF model directory, not an artifact
     resumable: ClassVar[bool] = False  # True: its partial output survives a crash, to resume
+    host_dependent: ClassVar[bool] = False  # True: it measures, or picks defaults from the CPU
 
 
 @cache

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import typer
 from pydantic import Field
@@ -18,6 +18,7 @@ class Config(StepConfig):
     """Grid and measurement settings."""
 
     type: Literal["bench"] = "bench"
+    host_dependent: ClassVar[bool] = True  # its result depends on the CPU it runs on
     ep: str = Field("cpu", description="Execution provider: cpu, cuda, tensorrt, openvino, ...")
     threads: tuple[int, ...] = Field((1, 2), min_length=1, description="Intra-op thread counts.")
     batch: tuple[int, ...] = Field((1, 8), min_length=1, description="Batch sizes.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import typer
 from pydantic import Field
@@ -19,6 +19,7 @@ class Config(StepConfig):
     """The budgets, inline (recipe) or from a file."""
 
     type: Literal["gate"] = "gate"
+    host_dependent: ClassVar[bool] = True  # its result depends on the CPU it runs on
     budgets: gate.Budgets | None = Field(None, description="Budgets inline.")
     budgets_file: Path | None = Field(None, description="Budgets YAML file.")
 

@@ -7,7 +7,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import typer
 from pydantic import Field
@@ -25,6 +25,7 @@ class Config(StepConfig):
     """Quantization mode and its settings; None means the hardware-aware default."""
 
     type: Literal["quantize"] = "quantize"
+    host_dependent: ClassVar[bool] = True  # its result depends on the CPU it runs on
     mode: Literal["dynamic", "static", "weight-only", "fp16"] = Field("dynamic", description="Scheme.")
     per_channel: bool | None = Field(None, description="Per-channel weight scales (default: yes).")
     reduce_range: bool | None = Field(None, description="7-bit weights (default: x86 without VNNI).")
