@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edgeslim import artifacts, models, steps, ui
+from edgeslim import artifacts, fingerprint, models, steps, ui
 from edgeslim.errors import BudgetNotMet, OutputError
 from edgeslim.recipe import Recipe, step_reference
 
@@ -34,28 +34,45 @@ def run_single(src: str | Path, cfg: steps.StepConfig, out: Path, force: bool) -
     return result
 
 
-def _key(*parts: Any) -> str:
-    from edgeslim import __version__
-
-    text = json.dumps([__version__, *parts], sort_keys=True, default=str)
+def _key(parts: dict[str, Any]) -> str:
+    text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def plan(recipe: Recipe, cache: Path) -> list[dict[str, Any]]:
-    """Each step's cache key and directory, keyed on its config and its input's key."""
+    """Each step's cache key and directory.
+
+    A key covers the step's config, its input (the model folder's contents for the first step,
+    the previous step's key after that), the contents of every file, folder and dataset the
+    config names (fingerprint.inputs), edgeslim's code and the library versions, and, for steps
+    whose result depends on the CPU (bench, gate, quantize), the host's CPU facts.
+    """
     path = models.resolve(recipe.model)
     models.read_config(path)  # unsupported architectures fail before any work
-    weights = models.weight_files(path, allow_pickle=True)
-    previous = artifacts.sha256_files([*weights, path / "config.json"])
-    rows = []
+    previous = fingerprint.sha256_tree(path)  # weights, config and tokenizer files
+    environment, host = fingerprint.environment(), fingerprint.host()
+    rows: list[dict[str, Any]] = []
     for index, step in enumerate(recipe.steps):
-        previous = _key(step.type, step.model_dump(mode="json"), previous)  # type: ignore[attr-defined]
+        inputs = fingerprint.inputs(step, getattr(step, "data_dir", None))
+        number = step_reference(getattr(step, "recover_with", None))
+        if number is not None:  # "@N": step N's output, identified by its key
+            inputs[f"@{number}"] = rows[number - 1]["key"]
+        parts = {
+            "type": step.type,  # type: ignore[attr-defined]
+            "config": step.model_dump(mode="json"),
+            "previous": previous,
+            "inputs": inputs,
+            "environment": environment,
+            "host": host if step.host_dependent else None,
+        }
+        previous = _key(parts)
         directory = cache / f"{index + 1:02d}-{step.type}-{previous}"  # type: ignore[attr-defined]
         rows.append(
             {
                 "step": step,
                 "key": previous,
                 "dir": directory,
+                "inputs": inputs,
                 "cached": (directory / STEP_SUMMARY).exists(),  # written only when the step succeeded
             }
         )
@@ -116,6 +133,7 @@ def run_recipe(recipe: Recipe, output: Path | None, force: bool, dry_run: bool) 
                 "type": step.type,
                 "key": row["key"],
                 "reused": row["cached"],
+                "inputs": row["inputs"],
                 "wall_s": round(time.perf_counter() - began, 2),
                 **summary,
             }
