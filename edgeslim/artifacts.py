@@ -10,6 +10,7 @@ An artifact directory holds:
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -19,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from edgeslim import locking
 from edgeslim.errors import InputError, OutputError
 
 MANIFEST = "edgeslim.json"
@@ -77,12 +79,16 @@ def write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def link_or_copy(src: Path, dst: Path) -> None:
-    """Hard-link `src` to `dst` (artifact files are never changed in place), else copy."""
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
+def copy_file(src: Path, dst: Path) -> None:
+    """Copy one artifact file. Never a hard link: onnx refuses external data with more than one
+    link ("potential hardlink attack"), and a file written later through a link would change
+    every directory that shares it (cache entries included)."""
+    if src.is_symlink():
+        raise InputError(
+            f"{src} is a symbolic link: artifacts must hold their own files; replace the link "
+            "with a copy of the file and rerun"
+        )
+    shutil.copy2(src, dst)
 
 
 def copy_companions(src: Path, dst: Path, skip_model: bool = True) -> None:
@@ -90,20 +96,48 @@ def copy_companions(src: Path, dst: Path, skip_model: bool = True) -> None:
     for item in src.iterdir():
         if item.name == MANIFEST or item.name.startswith(".") or (skip_model and item.name.startswith(MODEL)):
             continue
-        if item.is_dir():
-            shutil.copytree(item, dst / item.name, copy_function=_link_or_copy_str)
+        if item.is_dir() and not item.is_symlink():
+            for root, dirs, files in os.walk(item):  # links anywhere inside are refused too
+                for name in dirs + files:
+                    if (Path(root) / name).is_symlink():
+                        copy_file(Path(root) / name, dst)  # raises InputError
+            shutil.copytree(item, dst / item.name, copy_function=shutil.copy2)
         else:
-            link_or_copy(item, dst / item.name)
+            copy_file(item, dst / item.name)
 
 
-def _link_or_copy_str(src: str, dst: str) -> None:
-    link_or_copy(Path(src), Path(dst))
+# A directory carrying one of these was written by edgeslim: --force may replace it.
+MARKERS = (
+    MANIFEST,
+    "edgeslim-recipe.json",
+    "edgeslim-train.json",
+    "edgeslim-prune.json",
+    "edgeslim-simplify.json",
+    ".step-summary.json",
+)
+
+
+def made_by_edgeslim(directory: Path) -> bool:
+    """True for an edgeslim output (manifest or record inside, or an edgeslim report)."""
+    if any((directory / name).is_file() for name in MARKERS):
+        return True
+    report = directory / "report.json"
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        return str(json.loads(report.read_text()).get("schema", "")).startswith("edgeslim.report")
+    return False
 
 
 def check_output(out: Path, force: bool) -> None:
-    """Refuse an existing output without --force and an output whose parent is not writable."""
+    """Refuse an existing output without --force, and with it anything edgeslim did not write."""
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise OutputError(f"{out} exists and is not a directory: choose another -o")
     if out.exists() and not force:
         raise OutputError(f"{out} already exists: choose another -o or pass --force to replace it")
+    if out.exists() and any(out.iterdir()) and not made_by_edgeslim(out):
+        raise OutputError(
+            f"{out} exists and was not written by edgeslim (no {MANIFEST} or record inside): "
+            "--force replaces only edgeslim outputs; choose another -o or remove it yourself"
+        )
     parent = out.parent if out.parent != Path("") else Path(".")
     parent = parent.resolve()
     probe = parent
@@ -113,16 +147,33 @@ def check_output(out: Path, force: bool) -> None:
         raise OutputError(f"cannot write to {parent}: choose an output path in a writable directory")
 
 
+def sweep(out: Path) -> None:
+    """Remove temporaries of `out` left by killed runs (call while holding `out`'s lock)."""
+    for item in out.parent.glob(f".{glob.escape(out.name)}.*"):
+        if item.name.startswith((f".{out.name}.tmp-", f".{out.name}.old-")):
+            shutil.rmtree(item, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def staging(out: Path, force: bool, resumable: bool = False) -> Iterator[Path]:
     """Yield a temporary directory beside `out`; rename it to `out` only on success.
 
-    On any error the temporary directory is removed, so nothing half-written remains; a
-    `resumable` step (training) instead keeps its `.NAME.partial` directory, holding its
-    checkpoint, so that rerunning the same command resumes.
+    The output is locked for the duration (a second run exits 4 naming this one's pid), and
+    temporaries left by killed runs are swept first. On any error (SIGTERM included: the CLI
+    turns it into an exception) the temporary directory is removed, so nothing half-written
+    remains; a `resumable` step (training) instead keeps its `.NAME.partial` directory, holding
+    its checkpoint, so that rerunning the same command resumes.
     """
     check_output(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
+    main = is_main_process()
+    with locking.hold(out) if main else contextlib.nullcontext():
+        if main:
+            sweep(out)
+        yield from _stage(out, resumable, main)
+
+
+def _stage(out: Path, resumable: bool, main: bool) -> Iterator[Path]:
     if resumable:
         tmp = out.with_name(f".{out.name}.partial")
         tmp.mkdir(exist_ok=True)
@@ -131,7 +182,7 @@ def staging(out: Path, force: bool, resumable: bool = False) -> Iterator[Path]:
         tmp.mkdir()
     try:
         yield tmp
-        if not is_main_process():
+        if not main:
             return
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
@@ -141,7 +192,7 @@ def staging(out: Path, force: bool, resumable: bool = False) -> Iterator[Path]:
         else:
             os.replace(tmp, out)
     finally:
-        if tmp.exists() and not resumable and is_main_process():
+        if tmp.exists() and not resumable and main:
             shutil.rmtree(tmp, ignore_errors=True)
 
 

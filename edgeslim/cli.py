@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from edgeslim import steps
-from edgeslim.errors import EXIT_CODES, EdgeslimError
+from edgeslim.errors import EXIT_CODES, EdgeslimError, Terminated, raise_terminated
 from edgeslim.options import Force, Json
 
 app = typer.Typer(
@@ -44,6 +44,9 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
                 raise
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(exc.exit_code) from None
+        except Terminated:
+            typer.echo("terminated (SIGTERM): temporary files removed", err=True)
+            raise typer.Exit(143) from None
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None
@@ -105,7 +108,10 @@ def doctor(json_out: Json = False) -> None:
 
 
 def main() -> None:
-    """Console entry point."""
+    """Console entry point. SIGTERM cleans up like Ctrl-C (errors.Terminated)."""
+    import signal
+
+    signal.signal(signal.SIGTERM, raise_terminated)
     app(prog_name="edgeslim")
 
 

@@ -66,6 +66,16 @@ class MissingDependency(EdgeslimError):
     exit_code = 8
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a CI cancel, `timeout`, `kill`), raised in the main thread so that cleanup runs
+    exactly as for Ctrl-C: temporaries removed, locks released. Exit code 143 (128 + 15)."""
+
+
+def raise_terminated(signum: int, frame: object) -> None:
+    """SIGTERM handler installed by the CLI."""
+    raise Terminated()
+
+
 EXIT_CODES: dict[int, str] = {
     0: "success",
     1: "internal error (a bug): rerun with --debug and report the traceback",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -9,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edgeslim import artifacts, fingerprint, models, steps, ui
+from edgeslim import artifacts, fingerprint, locking, models, steps, ui
 from edgeslim.errors import BudgetNotMet, OutputError
 from edgeslim.recipe import Recipe, step_reference
 
@@ -109,6 +110,12 @@ def run_recipe(recipe: Recipe, output: Path | None, force: bool, dry_run: bool) 
         raise OutputError(
             f"{out} exists and was not made by recipe '{recipe.name}': choose another output or pass --force"
         )
+    with locking.hold(out) if artifacts.is_main_process() else contextlib.nullcontext():
+        return _execute(recipe, rows, out)
+
+
+def _execute(recipe: Recipe, rows: list[dict[str, Any]], out: Path) -> dict[str, Any]:
+    """Run or reuse each planned step, then write the final artifact `out`."""
     start, record, src = time.perf_counter(), [], Path()
     source: str | Path = recipe.model
     failures = []
