@@ -35,10 +35,22 @@ def sha256_files(paths: list[Path]) -> str:
     digest = hashlib.sha256()
     for path in sorted(paths, key=lambda p: p.name):
         digest.update(path.name.encode())
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+        feed(digest, path)
     return digest.hexdigest()
+
+
+def sha256(path: Path) -> str:
+    """sha256 of one file's bytes."""
+    digest = hashlib.sha256()
+    feed(digest, path)
+    return digest.hexdigest()
+
+
+def feed(digest: Any, path: Path) -> None:
+    """Add a file's bytes to a hashlib digest, 1 MiB at a time."""
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
 
 
 def model_files(directory: Path) -> list[Path]:
@@ -184,6 +196,7 @@ def _stage(out: Path, resumable: bool, main: bool) -> Iterator[Path]:
         yield tmp
         if not main:
             return
+        seal(tmp)
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
             os.replace(out, old)
@@ -194,6 +207,30 @@ def _stage(out: Path, resumable: bool, main: bool) -> Iterator[Path]:
     finally:
         if tmp.exists() and not resumable and main:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+FILES = "files"  # manifest key: {relative file name: sha256}, checked by `edgeslim verify`
+
+
+def file_hashes(directory: Path) -> dict[str, str]:
+    """{relative posix name: sha256} of every regular file under `directory` except the
+    manifest, hidden names (temporaries, locks, step summaries) and links."""
+    hashes = {}
+    for root, dirs, names in os.walk(directory):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not Path(root, d).is_symlink())
+        for name in sorted(names):
+            path = Path(root, name)
+            relative = path.relative_to(directory).as_posix()
+            if not (name.startswith(".") or relative == MANIFEST or path.is_symlink()):
+                hashes[relative] = sha256(path)
+    return hashes
+
+
+def seal(directory: Path) -> None:
+    """Record every file's sha256 in the artifact's manifest (no-op for non-artifacts)."""
+    if (directory / MANIFEST).is_file():
+        manifest = json.loads((directory / MANIFEST).read_text())
+        write_json(directory / MANIFEST, {**manifest, FILES: file_hashes(directory)})
 
 
 def is_main_process() -> bool:

@@ -16,6 +16,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from edgeslim.artifacts import feed
+
 # Text files whose string values may name further inputs (a budgets file names its baseline,
 # reference artifact and data), resolved against the file's own folder.
 NESTED = (".yaml", ".yml", ".json")
@@ -26,14 +28,14 @@ def sha256_tree(path: Path) -> str:
     """sha256 of a file's bytes, or of a folder's relative names and bytes (links not followed)."""
     digest = hashlib.sha256()
     if path.is_file():
-        _feed(digest, path)
+        feed(digest, path)
         return digest.hexdigest()
     for item in sorted(_walk(path)):
         digest.update(str(item.relative_to(path)).encode() + b"\0")
         if item.is_symlink():
             digest.update(b"->" + str(item.readlink()).encode())
         else:
-            _feed(digest, item)
+            feed(digest, item)
     return digest.hexdigest()
 
 
@@ -44,12 +46,6 @@ def _walk(root: Path) -> Iterator[Path]:
                 yield from _walk(item)
         elif not item.name.startswith(".") or item.is_symlink():
             yield item
-
-
-def _feed(digest: Any, path: Path) -> None:
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
 
 
 @cache

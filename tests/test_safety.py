@@ -110,3 +110,12 @@ def test_symlink_out_of_an_artifact_is_refused(bert_fp32: Path, tmp_path: Path) 
     os.symlink(outside / "secret.txt", art / "nested" / "inner")  # deeper down too
     result = cli(["optimize", str(art), "-o", str(tmp_path / "o")])
     assert result.exit_code == 3 and "symbolic link" in result.output and not (tmp_path / "o").exists()
+
+
+def test_manifest_records_the_hash_of_every_file(bert_fused: Path) -> None:
+    from edgeslim import artifacts
+
+    manifest = artifacts.read_manifest(bert_fused)
+    on_disk = {p.relative_to(bert_fused).as_posix() for p in bert_fused.rglob("*") if p.is_file()}
+    assert set(manifest["files"]) == on_disk - {artifacts.MANIFEST}
+    assert manifest["files"]["model.onnx"] == artifacts.sha256(bert_fused / "model.onnx")
