@@ -173,7 +173,7 @@ def run_grid(
                     }
                 )
     placement = {
-        name: providers.node_placement(path, provider, make_feeds(models, 1, 8))
+        name: providers.node_placement(path, provider, make_feeds(models, 1, 8), allow_fallback)
         for name, path in models.items()
     }
     return {

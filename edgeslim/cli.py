@@ -107,6 +107,32 @@ def doctor(json_out: Json = False) -> None:
     ui.summary("warnings", {str(i + 1): w for i, w in enumerate(result["warnings"])} or {"none": ""})
 
 
+@app.command()
+@guarded
+def verify(
+    artifact: Annotated[Path, typer.Argument(help="An artifact directory (or a .onnx file).")],
+    json_out: Json = False,
+) -> None:
+    """Check an artifact before trusting it: hashes, external data, symlinks, files, loading (exit 3)."""
+    import json
+
+    from edgeslim import verify as check
+    from edgeslim.errors import InputError
+
+    result = check.verify(artifact)
+    if json_out:
+        print(json.dumps(result.as_dict(), indent=2))
+    else:
+        for problem in result.problems:
+            typer.echo(f"problem: {problem}")
+        for warning in result.warnings:
+            typer.echo(f"warning: {warning}")
+        if result.ok:
+            typer.echo(result.summary())
+    if not result.ok:
+        raise InputError(result.summary())
+
+
 def main() -> None:
     """Console entry point. SIGTERM cleans up like Ctrl-C (errors.Terminated)."""
     import signal

@@ -6,10 +6,13 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edgeslim import artifacts
 from edgeslim.errors import InputError
+
+# Budget numbers are strict: `true` is not 1 MB, and "12 MB" or "5ms" is refused naming the key
+# (units are fixed: MB and ms). Integers are fine where a float is expected.
 
 
 class _Strict(BaseModel):
@@ -20,12 +23,18 @@ class LatencyBudget(_Strict):
     """Max p50/p95 latency at one EP/threads/batch/sequence setting."""
 
     ep: str = "cpu"
-    threads: int = Field(1, gt=0)
-    batch: int = Field(1, gt=0)
-    seq: int = Field(128, gt=0)
-    max_p50_ms: float | None = Field(None, gt=0)
-    max_p95_ms: float | None = Field(None, gt=0)
-    runs: int = Field(50, ge=10)
+    threads: int = Field(1, gt=0, strict=True)
+    batch: int = Field(1, gt=0, strict=True)
+    seq: int = Field(128, gt=0, strict=True)
+    max_p50_ms: float | None = Field(None, gt=0, strict=True)
+    max_p95_ms: float | None = Field(None, gt=0, strict=True)
+    runs: int = Field(50, ge=10, strict=True)
+
+    @model_validator(mode="after")
+    def _limits(self) -> LatencyBudget:
+        if self.max_p50_ms is None and self.max_p95_ms is None:
+            raise ValueError("a latency budget needs max_p50_ms or max_p95_ms (in ms); it checks nothing")
+        return self
 
 
 class MetricBudget(_Strict):
@@ -33,11 +42,11 @@ class MetricBudget(_Strict):
 
     data: str
     metric: str
-    value: float
+    value: float = Field(strict=True)
     text_column: str | None = None
     pair_column: str | None = None
     label_column: str | None = None
-    limit: int | None = Field(None, gt=0)
+    limit: int | None = Field(None, gt=0, strict=True)
 
 
 class DropBudget(MetricBudget):
@@ -50,14 +59,15 @@ class BaselineBudget(_Strict):
     """Max latency regression against a stored `edgeslim bench --out` JSON, noise-aware."""
 
     file: Path
-    max_latency_regression: float = Field(0.05, ge=0)
+    max_latency_regression: float = Field(0.05, ge=0, strict=True)
 
 
 class Budgets(_Strict):
     """A budgets file. Sizes in MB (10^6 bytes), latencies in ms."""
 
-    max_size_mb: float | None = Field(None, gt=0)
-    max_params: int | None = Field(None, gt=0)
+    # above 10^6 MB (1 TB) the number is almost surely bytes written where MB belong
+    max_size_mb: float | None = Field(None, gt=0, le=1e6, strict=True)
+    max_params: int | None = Field(None, gt=0, strict=True)
     latency: list[LatencyBudget] = []
     min_metric: MetricBudget | None = None
     max_drop: DropBudget | None = None
@@ -65,6 +75,66 @@ class Budgets(_Strict):
         Literal["attention", "skip_layer_norm", "embed_layer_norm", "gelu"], Literal["full", "partial"]
     ] = {}
     baseline: BaselineBudget | None = None
+
+    @model_validator(mode="after")
+    def _any(self) -> Budgets:
+        if not any(getattr(self, name) for name in type(self).model_fields):
+            raise ValueError(
+                "no budget is set, so the gate would check nothing: add at least one, "
+                "e.g. max_size_mb: 12 (keys: " + ", ".join(type(self).model_fields) + ")"
+            )
+        return self
+
+
+class _Cell(BaseModel):
+    """One measured cell of a stored `bench --out` result (extra keys ignored)."""
+
+    model: str
+    threads: int = Field(gt=0, strict=True)
+    batch: int = Field(gt=0, strict=True)
+    seq: int = Field(gt=0, strict=True)
+    runs: int = Field(gt=0, strict=True)
+    samples_ms: list[float] = Field(min_length=2)
+
+
+class _Stored(BaseModel):
+    """The parts of a stored bench result a baseline budget uses."""
+
+    ep: str
+    baseline: str
+    cells: list[_Cell]
+
+
+def read_baseline(path: Path) -> tuple[str, list[_Cell]]:
+    """(edgeslim EP short name, the baseline model's cells) of a stored bench JSON; InputError
+    naming the key when the file is not one."""
+    from edgeslim import bench
+    from edgeslim.providers import PROVIDERS
+    from edgeslim.recipe import explain
+
+    fix = "re-create it with 'edgeslim bench ART --out FILE'"
+    if not path.is_file():
+        raise InputError(f"baseline {path} not found: create it with 'edgeslim bench ART --out FILE'")
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise InputError(f"baseline {path} is not valid JSON: {fix}") from None
+    if not isinstance(stored, dict):
+        raise InputError(f"baseline {path} is a JSON {type(stored).__name__}, not an object: {fix}")
+    if stored.get("schema") != bench.SCHEMA:
+        raise InputError(
+            f"baseline {path} has schema {stored.get('schema')!r}, expected {bench.SCHEMA!r}: {fix}"
+        )
+    try:
+        parsed = _Stored.model_validate(stored)
+    except ValidationError as exc:
+        raise InputError(f"{explain(exc, _Stored, f'baseline {path}')}: {fix}") from None
+    ep = next((k for k, (name, _) in PROVIDERS.items() if name == parsed.ep), None)
+    cells = [c for c in parsed.cells if c.model == parsed.baseline]
+    if ep is None or not cells:
+        why = f"unknown ep '{parsed.ep}'" if ep is None else f"no cell of its baseline '{parsed.baseline}'"
+        raise InputError(f"baseline {path} has {why}: {fix}")
+    return ep, cells
 
 
 def load(path: Path) -> Budgets:
@@ -76,7 +146,9 @@ def load(path: Path) -> Budgets:
     if not path.is_file():
         raise InputError(f"budgets file {path} not found")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise InputError(f"budgets file {path} is not UTF-8 text: save it as UTF-8") from None
     except yaml.YAMLError as exc:
         raise InputError(f"budgets file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(raw, dict):
@@ -117,10 +189,14 @@ def _metric(artifact: Path, budget: MetricBudget) -> float:
 
 
 def check(artifact: Path, budgets: Budgets) -> list[dict[str, Any]]:
-    """Every budget's verdict, in file order."""
-    from edgeslim import inspection
+    """Every budget's verdict, in file order, after verifying the artifact (exit 3 when unsound)."""
+    from edgeslim import inspection, verify
 
-    artifacts.read_manifest(artifact)
+    verify.require(artifact)
+    if budgets.max_drop:
+        verify.require(budgets.max_drop.reference)
+    if budgets.baseline:  # a bad baseline file is refused before anything is measured
+        read_baseline(budgets.baseline.file)
     report = inspection.inspect(artifact)
     rows = []
     if budgets.max_size_mb is not None:
@@ -158,7 +234,6 @@ def check(artifact: Path, budgets: Budgets) -> list[dict[str, Any]]:
             )
         )
     if budgets.max_drop:
-        artifacts.read_manifest(budgets.max_drop.reference)
         drop = _metric(budgets.max_drop.reference, budgets.max_drop) - _metric(artifact, budgets.max_drop)
         rows.append(
             _row(
@@ -218,40 +293,24 @@ def _baseline_rows(artifact: Path, baseline: BaselineBudget) -> list[dict[str, A
 
     from edgeslim import bench
 
-    if not baseline.file.is_file():
-        raise InputError(
-            f"baseline {baseline.file} not found: create it with 'edgeslim bench ART --out FILE'"
-        )
-    try:
-        stored = json.loads(baseline.file.read_text())
-    except json.JSONDecodeError:
-        raise InputError(f"baseline {baseline.file} is not valid JSON") from None
-    if stored.get("schema") != bench.SCHEMA:
-        raise InputError(
-            f"baseline {baseline.file} has schema {stored.get('schema')!r}, expected {bench.SCHEMA!r}: "
-            "re-create it with this edgeslim's 'bench --out'"
-        )
-    from edgeslim.providers import PROVIDERS
-
-    ep = next((k for k, (name, _) in PROVIDERS.items() if name == stored.get("ep")), "cpu")
-    cells = [c for c in stored["cells"] if c["model"] == stored["baseline"]]
+    ep, cells = read_baseline(baseline.file)
     rows = []
     for cell in cells:
         now = bench.run_grid(
             {artifact.name: artifact / artifacts.MODEL},
             ep,
-            [cell["threads"]],
-            [cell["batch"]],
-            [cell["seq"]],
-            max(cell["runs"], 10),
+            [cell.threads],
+            [cell.batch],
+            [cell.seq],
+            max(cell.runs, 10),
             5,
             0.0,
         )["cells"][0]
-        ratio, low, _ = bench.ratio_ci(np.asarray(now["samples_ms"]), np.asarray(cell["samples_ms"]))
+        ratio, low, _ = bench.ratio_ci(np.asarray(now["samples_ms"]), np.asarray(cell.samples_ms))
         limit = 1 + baseline.max_latency_regression
         rows.append(
             _row(
-                f"baseline latency (t{cell['threads']} b{cell['batch']} s{cell['seq']})",
+                f"baseline latency (t{cell.threads} b{cell.batch} s{cell.seq})",
                 f"<= {limit:.2f}x",
                 f"{ratio:.3f}x (CI low {low:.3f})",
                 low <= limit,
@@ -272,7 +331,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def junit(rows: list[dict[str, Any]], path: Path) -> None:
-    """JUnit XML, one testcase per budget, written atomically."""
+    """JUnit XML, one testcase per budget, written atomically (missing folders are created)."""
     import xml.etree.ElementTree as ET
 
     failures = sum(not r["passed"] for r in rows)
@@ -284,6 +343,7 @@ def junit(rows: list[dict[str, Any]], path: Path) -> None:
                 case, "failure", message=f"{r['budget']}: {r['actual']} (limit {r['limit']})"
             )
             failure.text = r["detail"]
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     ET.ElementTree(suite).write(tmp, encoding="utf-8", xml_declaration=True)
     tmp.replace(path)

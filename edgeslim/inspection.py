@@ -113,6 +113,7 @@ def inspect(target: Path) -> dict[str, Any]:
     model_path = target / artifacts.MODEL if target.is_dir() else target
     manifest = artifacts.read_manifest(directory) if target.is_dir() else None
     graph = load_graph(model_path)
+    data_files = _external_files(graph, directory, model_path)
     ops = Counter(n.op_type for n in graph.graph.node)
     params, by_dtype = 0, Counter[str]()
     import onnx
@@ -125,11 +126,10 @@ def inspect(target: Path) -> dict[str, Any]:
         name = onnx.TensorProto.DataType.Name(tensor.data_type)
         by_dtype[name] += int(count * _ITEMSIZE.get(tensor.data_type, 4.0))
     opsets = {o.domain or "ai.onnx": o.version for o in graph.opset_import}
-    files = [model_path, *[p for p in directory.glob(f"{model_path.name}*") if p != model_path]]
     result: dict[str, Any] = {
         "path": str(model_path),
-        "size_bytes": sum(p.stat().st_size for p in files if p.is_file()),
-        "external_data": len(files) > 1,
+        "size_bytes": sum(p.stat().st_size for p in [model_path, *data_files]),
+        "external_data": bool(data_files),
         "parameters": params,
         "initializer_bytes": dict(by_dtype.most_common()),
         "opset": opsets,
@@ -160,6 +160,19 @@ def inspect(target: Path) -> dict[str, Any]:
     if manifest is not None:
         result["manifest"] = summarize_manifest(manifest)
     return result
+
+
+def _external_files(graph: Any, directory: Path, model_path: Path) -> list[Path]:
+    """The external-data files the graph references; InputError when one is missing, too
+    short or outside the directory (a size without the weights would be a wrong answer)."""
+    from edgeslim import verify
+
+    problems = verify.external_data_problems(graph, directory)
+    if problems:
+        raise InputError(
+            f"{model_path}: " + "; ".join(problems) + ": restore the file or re-export the artifact"
+        )
+    return [directory / location for location in verify.external_refs(graph)]
 
 
 def summarize_manifest(manifest: dict[str, Any]) -> dict[str, Any]:

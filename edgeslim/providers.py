@@ -34,6 +34,16 @@ PROVIDERS: dict[str, tuple[str, str]] = {
 }
 
 
+def known(name: str) -> str:
+    """The short name of a provider given by short name (openvino) or onnxruntime name
+    (OpenVINOExecutionProvider); InputError listing the known ones otherwise."""
+    for key, (full, _) in PROVIDERS.items():
+        if name in (key, full):
+            return key
+    listed = ", ".join(f"{k} ({v[0]})" for k, v in PROVIDERS.items() if k != "cpu")
+    raise InputError(f"unknown execution provider '{name}': edgeslim knows {listed}")
+
+
 def resolve(ep: str) -> str:
     """Short name (cpu, cuda, ...) -> available onnxruntime provider name, or a loud error."""
     import onnxruntime as ort
@@ -61,12 +71,18 @@ def _plugin_devices() -> list[Any]:
 
 
 def register_plugin(name: str, library: Path) -> str:
-    """Register a plugin EP library (onnxruntime-ep-* packages); it must find a device."""
+    """Register a plugin EP library (onnxruntime-ep-* packages) under its onnxruntime provider
+    `name`; it must find a device whose EP carries that name."""
     import onnxruntime as ort
 
-    if not library.exists():
-        raise InputError(f"EP library {library} not found")
-    ort.register_execution_provider_library(name, str(library))
+    if not library.is_file():
+        raise InputError(f"EP library {library} not found: give the path of the plugin's shared library")
+    try:
+        # a relative path would be looked up beside onnxruntime's own libraries
+        ort.register_execution_provider_library(name, str(library.resolve()))
+    except Exception as exc:  # onnxruntime raises its own untyped exceptions
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise InputError(f"EP library {library} could not be registered as {name} ({first})") from None
     devices = [d for d in _plugin_devices() if d.ep_name == name]
     if not devices:
         raise ProviderUnavailable(

@@ -13,6 +13,8 @@ from edgeslim.errors import InputError
 from edgeslim.options import Json
 from edgeslim.steps import StepConfig
 
+Positive = Annotated[int, Field(gt=0)]
+
 
 class Config(StepConfig):
     """Grid and measurement settings."""
@@ -20,9 +22,9 @@ class Config(StepConfig):
     type: Literal["bench"] = "bench"
     host_dependent: ClassVar[bool] = True  # its result depends on the CPU it runs on
     ep: str = Field("cpu", description="Execution provider: cpu, cuda, tensorrt, openvino, ...")
-    threads: tuple[int, ...] = Field((1, 2), min_length=1, description="Intra-op thread counts.")
-    batch: tuple[int, ...] = Field((1, 8), min_length=1, description="Batch sizes.")
-    seq: tuple[int, ...] = Field((32, 128), min_length=1, description="Sequence lengths.")
+    threads: tuple[Positive, ...] = Field((1, 2), min_length=1, description="Intra-op thread counts.")
+    batch: tuple[Positive, ...] = Field((1, 8), min_length=1, description="Batch sizes.")
+    seq: tuple[Positive, ...] = Field((32, 128), min_length=1, description="Sequence lengths.")
     runs: int = Field(50, ge=5, description="Timed runs per model and grid cell.")
     warmup: int = Field(5, ge=0, description="Untimed runs first.")
     time_budget_s: float = Field(0.0, ge=0, description="Stop a cell after this long (0: use runs).")
@@ -30,16 +32,14 @@ class Config(StepConfig):
 
 
 def measure(paths: list[Path], cfg: Config) -> dict[str, Any]:
-    """Bench artifact directories (or .onnx files); names are the directory names."""
-    from edgeslim import bench
+    """Bench artifact directories (or .onnx files), each verified first; names are the
+    directory names."""
+    from edgeslim import bench, verify
 
     models: dict[str, Path] = {}
     for path in paths:
+        verify.require(path)  # every artifact, before anything is measured
         model = path / artifacts.MODEL if path.is_dir() else path
-        if not model.exists():
-            raise InputError(f"{path} has no {artifacts.MODEL}: give artifact directories or .onnx files")
-        if model.read_bytes()[:1] not in (b"\x08",):  # every ONNX ModelProto starts with ir_version
-            raise InputError(f"{model} is not an ONNX file")
         name = path.name if path.is_dir() else path.stem
         models[name if name not in models else str(path)] = model
     return bench.run_grid(
@@ -72,9 +72,12 @@ def run(src: Path, cfg: Config, out: Path) -> dict[str, Any]:
 
 def _ints(text: str, option: str) -> tuple[int, ...]:
     try:
-        return tuple(int(x) for x in text.split(",") if x.strip())
+        values = tuple(int(x) for x in text.split(",") if x.strip())
     except ValueError:
-        raise InputError(f"{option} takes comma-separated integers, e.g. 1,2 (got '{text}')") from None
+        values = ()
+    if not values or min(values) <= 0:
+        raise InputError(f"{option} takes comma-separated positive integers, e.g. 1,2 (got '{text}')")
+    return values
 
 
 def command(
@@ -86,7 +89,10 @@ def command(
     runs: Annotated[int, typer.Option(help="Timed runs per cell and model.")] = 50,
     warmup: Annotated[int, typer.Option(help="Untimed warmup runs.")] = 5,
     time_budget: Annotated[float, typer.Option(help="Seconds per cell (0: use --runs).")] = 0.0,
-    ep_library: Annotated[str | None, typer.Option(help="Register a plugin EP: NAME=PATH.")] = None,
+    ep_library: Annotated[
+        str | None,
+        typer.Option(help="Register a plugin EP and bench on it: NAME=PATH, NAME as for --ep."),
+    ] = None,
     allow_fallback: Annotated[bool, typer.Option(help="Let unsupported nodes run on CPU.")] = False,
     out: Annotated[Path | None, typer.Option("--out", help="Write the results JSON here.")] = None,
     json_out: Json = False,
@@ -94,19 +100,13 @@ def command(
     """Measure latency, throughput and memory; several artifacts run interleaved, with ratio CIs."""
     import json
 
-    from edgeslim import providers
+    from edgeslim import verify
     from edgeslim.recipe import make_config
 
+    if out:
+        verify.writable_file(out)  # before any work, not after minutes of measuring
     if ep_library:
-        name, _, library = ep_library.partition("=")
-        ep = next(
-            (
-                k
-                for k, v in providers.PROVIDERS.items()
-                if v[0] == providers.register_plugin(name, Path(library))
-            ),
-            ep,
-        )
+        ep = _plugin(ep_library, ep)
     cfg = make_config(
         Config,
         ep=ep,
@@ -120,11 +120,28 @@ def command(
     )
     result = measure(paths, cfg)
     if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
         artifacts.write_json(out, result)
     if json_out:
         print(json.dumps(result, indent=2))
         return
     print(table(result))
+
+
+def _plugin(spec: str, ep: str) -> str:
+    """Register the plugin EP of `--ep-library NAME=PATH`; the EP short name to bench on."""
+    from edgeslim import providers
+
+    name, _, library = spec.partition("=")
+    if not name or not library:
+        raise InputError(f"--ep-library takes NAME=PATH, e.g. openvino=/path/to/plugin.so (got '{spec}')")
+    key = providers.known(name)
+    if key == "cpu":
+        raise InputError("--ep-library is for plugin EPs; the CPU provider is built in: drop --ep-library")
+    if ep not in ("cpu", key):
+        raise InputError(f"--ep {ep} conflicts with --ep-library {name}: drop --ep or make them agree")
+    providers.register_plugin(providers.PROVIDERS[key][0], Path(library))
+    return key
 
 
 def table(result: dict[str, Any]) -> str:

@@ -70,13 +70,21 @@ def run(src: Path, cfg: Config, out: Path) -> dict[str, Any]:
 def command(
     artifact: ArtifactArg,
     budgets: Annotated[Path, typer.Option("--budgets", help="Budgets YAML file.")],
-    junit: Annotated[Path | None, typer.Option("--junit", help="Write JUnit XML here.")] = None,
+    junit: Annotated[
+        Path | None, typer.Option("--junit", help="Write JUnit XML here (missing folders are created).")
+    ] = None,
     json_out: Json = False,
 ) -> None:
-    """Check an artifact against size, latency, accuracy and fusion budgets (exit 6 on failure)."""
+    """Verify an artifact, then check it against size, latency, accuracy and fusion budgets
+    (exit 3 when it fails verification, 6 when a budget fails)."""
     import json
 
-    rows = gate.check(artifact, gate.load(budgets))
+    from edgeslim import verify
+
+    loaded = gate.load(budgets)
+    if junit:
+        verify.writable_file(junit)  # before any work, not after minutes of measuring
+    rows = gate.check(artifact, loaded)
     text = publish(rows, junit)
     print(
         json.dumps({"passed": all(r["passed"] for r in rows), "budgets": rows}, indent=2)
