@@ -207,6 +207,8 @@ def _stage(out: Path, resumable: bool, main: bool) -> Iterator[Path]:
     finally:
         if tmp.exists() and not resumable and main:
             shutil.rmtree(tmp, ignore_errors=True)
+        elif resumable and main and tmp.is_dir() and not any(tmp.iterdir()):
+            tmp.rmdir()  # failed before its first checkpoint (e.g. bad data): nothing to resume
 
 
 FILES = "files"  # manifest key: {relative file name: sha256}, checked by `edgeslim verify`

@@ -89,20 +89,115 @@ def resolve(name_or_path: str) -> Path:
     return path
 
 
-def read_config(path: Path) -> dict[str, Any]:
-    """config.json as a dict, with its architecture checked against ARCHS."""
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON file that must hold an object; InputError for bad bytes, bad JSON or another type."""
     try:
-        config: dict[str, Any] = json.loads((path / "config.json").read_text())
+        value = json.loads(path.read_bytes().decode("utf-8-sig"))
+    except FileNotFoundError:
+        raise InputError(f"{path} is missing: restore it or re-create the model/artifact") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path} is not UTF-8 text: restore the original file") from None
     except json.JSONDecodeError as exc:
-        raise InputError(f"{path / 'config.json'} is not valid JSON ({exc})") from None
+        raise InputError(f"{path} is not valid JSON ({exc}): restore the original file") from None
+    if not isinstance(value, dict):
+        raise InputError(
+            f"{path} holds a JSON {type(value).__name__}, not an object: restore the original file"
+        )
+    return value
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """config.json as a dict, with its architecture and sizes checked."""
+    config = read_json(path / "config.json")
     arch_of(config)
+    check_sizes(config, path / "config.json")
     return config
+
+
+# (BERT-style name, DistilBERT name): sizes that must be positive integers.
+SIZE_FIELDS = (
+    ("vocab_size", None),
+    ("hidden_size", "dim"),
+    ("num_attention_heads", "n_heads"),
+    ("num_hidden_layers", "n_layers"),
+    ("intermediate_size", "hidden_dim"),
+    ("max_position_embeddings", None),
+)
+
+
+def check_sizes(config: dict[str, Any], where: Path) -> None:
+    """Sizes are positive integers (not strings, floats or bools) and heads divide the width."""
+    values = {}
+    for name, alt in SIZE_FIELDS:
+        key = name if name in config or alt is None or alt not in config else alt
+        if key not in config:
+            continue
+        value = config[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            shown = f"'{value}' (a string)" if isinstance(value, str) else repr(value)
+            raise InputError(f"{where}: {key} is {shown}; it must be a positive integer: fix config.json")
+        values[name] = value
+    heads, width = values.get("num_attention_heads"), values.get("hidden_size")
+    if heads and width and width % heads:
+        raise InputError(
+            f"{where}: hidden_size {width} is not divisible by num_attention_heads {heads}: fix config.json"
+        )
+    pad = config.get("pad_token_id")
+    vocab = values.get("vocab_size")
+    if pad is not None and (
+        isinstance(pad, bool) or not isinstance(pad, int) or (vocab and not 0 <= pad < vocab)
+    ):
+        raise InputError(
+            f"{where}: pad_token_id {pad!r} is not a token id below vocab_size {vocab}: fix config.json"
+        )
+
+
+def pad_id(config: dict[str, Any]) -> int:
+    """The padding token id (0 when the config names none)."""
+    return int(config.get("pad_token_id") or 0)
+
+
+def read_tokenizer(path: Path, tokenizer_class: Any) -> Any:
+    """tokenizers.Tokenizer from tokenizer.json; InputError when the file cannot be read."""
+    read_json(path)  # bytes, JSON and object checks with a clear message
+    try:
+        return tokenizer_class.from_file(str(path))
+    except Exception as exc:  # the Rust library raises its own exception types
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        raise InputError(
+            f"{path} is not a usable tokenizer ({first}): restore the model's own tokenizer.json"
+        ) from None
+
+
+def check_vocab(tokens: int, config: dict[str, Any], where: Path) -> None:
+    """A tokenizer with more tokens than the embedding table yields ids past its end."""
+    rows = config.get("vocab_size")
+    if isinstance(rows, int) and tokens > rows:
+        raise InputError(
+            f"{where} has {tokens} tokens but the model's embedding table has {rows} rows "
+            "(vocab_size): the tokenizer does not belong to this model; use the model's own tokenizer"
+        )
+
+
+def check_tokenizer(path: Path, config: dict[str, Any]) -> None:
+    """The checkpoint's tokenizer loads and fits its embedding table (tokenizer.json or vocab.txt)."""
+    if (path / "tokenizer.json").exists():
+        from tokenizers import Tokenizer
+
+        tok = read_tokenizer(path / "tokenizer.json", Tokenizer)
+        check_vocab(tok.get_vocab_size(with_added_tokens=True), config, path / "tokenizer.json")
+    elif (path / "vocab.txt").exists():
+        try:
+            lines = (path / "vocab.txt").read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError:
+            raise InputError(f"{path / 'vocab.txt'} is not UTF-8 text: restore the original file") from None
+        check_vocab(len(lines), config, path / "vocab.txt")
 
 
 def arch_of(config: dict[str, Any]) -> Arch:
     """The Arch entry for a config dict; UnsupportedArchitecture naming the supported ones."""
     model_type = config.get("model_type")
-    if model_type not in ARCHS:
+    if not isinstance(model_type, str) or model_type not in ARCHS:
         raise UnsupportedArchitecture(
             f"architecture '{model_type}' is not supported; supported: {', '.join(ARCHS)}"
         )
@@ -143,7 +238,7 @@ def _check_safetensors(file: Path) -> None:
             header = json.loads(handle.read(header_len))
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise InputError(f"{file} is corrupt (bad header): re-save the checkpoint") from None
-    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    end = _tensor_end(file, header)
     if 8 + header_len + end != size:
         raise InputError(
             f"{file} is truncated or corrupt ({size} bytes, header says {8 + header_len + end}): "
@@ -151,15 +246,58 @@ def _check_safetensors(file: Path) -> None:
         )
 
 
+DTYPE_BYTES = {
+    "F64": 8,
+    "F32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "I64": 8,
+    "I32": 4,
+    "I16": 2,
+    "I8": 1,
+    "U8": 1,
+    "BOOL": 1,
+}
+
+
+def _tensor_end(file: Path, header: Any) -> int:
+    """Where the last tensor ends; each entry's offsets must match its dtype and shape."""
+    if not isinstance(header, dict):
+        raise InputError(
+            f"{file} is corrupt (header is a JSON {type(header).__name__}): re-save the checkpoint"
+        )
+    end = 0
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            start, stop = (int(x) for x in entry["data_offsets"])
+            count = 1
+            for dim in entry["shape"]:
+                count *= int(dim)
+            width = DTYPE_BYTES.get(entry["dtype"])
+        except (KeyError, TypeError, ValueError):
+            raise InputError(f"{file} is corrupt (bad entry for '{name}'): re-save the checkpoint") from None
+        if not 0 <= start <= stop or (width is not None and stop - start != count * width):
+            raise InputError(
+                f"{file} is corrupt ('{name}' offsets do not match its shape): re-save the checkpoint"
+            )
+        end = max(end, stop)
+    return end
+
+
 def max_length(path: Path, config: dict[str, Any]) -> int:
     """The longest input the model is used with (sentence-transformers' limit when present)."""
     st = path / "sentence_bert_config.json"
     if st.exists():
-        return int(json.loads(st.read_text())["max_seq_length"])
+        declared = read_json(st).get("max_seq_length")
+        if isinstance(declared, bool) or not isinstance(declared, int) or declared <= 1:
+            raise InputError(f"{st}: max_seq_length {declared!r} must be an integer above 1: fix it")
+        return declared
     limit = int(config.get("max_position_embeddings", 512)) - arch_of(config).position_offset
     tok = path / "tokenizer_config.json"
     if tok.exists():
-        declared = json.loads(tok.read_text()).get("model_max_length")
+        declared = read_json(tok).get("model_max_length")
         if isinstance(declared, int) and 0 < declared < limit:
             limit = declared
     return limit
@@ -180,7 +318,7 @@ def head_task(config: dict[str, Any]) -> str:
 def default_pooling(path: Path) -> Pooling:
     """sentence-transformers' pooling when the checkpoint declares it, else mean."""
     pooling = path / "1_Pooling" / "config.json"
-    if pooling.exists() and json.loads(pooling.read_text()).get("pooling_mode_cls_token"):
+    if pooling.exists() and read_json(pooling).get("pooling_mode_cls_token"):
         return "cls"
     return "mean"
 
@@ -191,7 +329,7 @@ def load(path: Path, task: str, allow_pickle: bool = False, labels: list[str] | 
     `labels` (classification) sets id2label; a head of another size is re-initialised."""
     if task not in TASKS:
         raise InputError(f"unknown task '{task}': choose one of {', '.join(TASKS)}")
-    read_config(path)
+    check_tokenizer(path, read_config(path))
     weights = weight_files(path, allow_pickle)
     try:
         import transformers

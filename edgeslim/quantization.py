@@ -220,13 +220,15 @@ def weight_only(
     quantizer.model.save_model_to_file(str(out), use_external_data_format=external)
 
 
-def fp16(src: Path, out: Path, keep_io_types: bool, external: bool) -> None:
-    """Float16 weights and compute (for GPU providers), fp32 inputs/outputs when asked."""
+def fp16(src: Path, out: Path, keep_io_types: bool, external: bool, exclude: list[str] | None = None) -> None:
+    """Float16 weights and compute (for GPU providers), fp32 inputs/outputs when asked; nodes in
+    `exclude` stay fp32."""
     import onnx
     from onnxruntime.transformers.onnx_model import OnnxModel
 
     model = OnnxModel(onnx.load(str(src)))
-    model.convert_float_to_float16(keep_io_types=keep_io_types, use_symbolic_shape_infer=True)
+    blocked = {"node_block_list": exclude} if exclude else {}
+    model.convert_float_to_float16(keep_io_types=keep_io_types, use_symbolic_shape_infer=True, **blocked)
     model.save_model_to_file(str(out), use_external_data_format=external)
 
 

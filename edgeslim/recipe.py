@@ -121,15 +121,67 @@ def make_config(cls: type[C], where: str = "", **values: Any) -> C:
 
 
 def load(path: Path) -> Recipe:
-    """Read and validate a recipe file."""
+    """Read and validate a recipe file (strict YAML: no duplicate keys, no custom tags)."""
     import yaml
 
     if not path.is_file():
         raise InputError(f"recipe {path} not found: give a YAML file such as recipes/minilm-export.yaml")
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise InputError(f"recipe {path} is not UTF-8 text: re-save it as UTF-8") from None
+    try:
+        data = yaml.load(text, Loader=_strict_loader())  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as exc:
-        raise InputError(f"recipe {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        raise InputError(f"recipe {path} is not valid YAML: {_yaml_problem(exc)}") from None
     if not isinstance(data, dict):
         raise InputError(f"recipe {path} must be a mapping with name, model, output and steps")
     return make_config(Recipe, where=f"recipe {path}", **data)
+
+
+def _yaml_problem(exc: Exception) -> str:
+    """One line: the problem and where (PyYAML's messages span several lines)."""
+    problem = getattr(exc, "problem", None)
+    mark = getattr(exc, "problem_mark", None)
+    if problem and mark is not None:
+        return f"{problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return " ".join(str(exc).split())[:300]
+
+
+def _strict_loader() -> Any:
+    """yaml.SafeLoader that refuses duplicate keys (PyYAML keeps the last one silently) and
+    any tag beyond plain YAML's (safe_load already refuses !!python/...; this also refuses
+    !!binary, !!set, !!timestamp and unknown local tags with one clear message)."""
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: dict[Any, Any] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` may be overridden
+                    continue
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None,
+                        None,
+                        f"key '{key}' appears twice (first at line {seen[key].line + 1}): keep one",
+                        key_node.start_mark,
+                    )
+                seen[key] = key_node.start_mark
+            return super().construct_mapping(node, deep=deep)
+
+    plain = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "seq", "map")}
+
+    def refuse(loader: Any, node: Any) -> Any:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"tag '{node.tag}' is not allowed in a recipe: write plain values", node.start_mark
+        )
+
+    for tag in list(StrictLoader.yaml_constructors):
+        if tag is not None and tag not in plain:
+            StrictLoader.add_constructor(tag, refuse)
+    StrictLoader.add_constructor(None, refuse)  # unknown tags (!include, !!python/object, ...)
+    # An unquoted date (name: 2024-05-01) stays the text it reads as.
+    StrictLoader.add_constructor("tag:yaml.org,2002:timestamp", lambda loader, node: str(node.value))
+    return StrictLoader

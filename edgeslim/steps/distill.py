@@ -87,16 +87,18 @@ def _unlabeled(cfg: Config) -> list[str]:
 def _embedding_data(cfg: Config) -> tuple[data.Examples, data.Examples]:
     """Embedding distillation: every sentence of --data (both sides of pairs) plus the
     unlabeled text, unlabeled; the dev set must be scored sentence pairs (e.g. stsb:dev)."""
-    source = data.load(cfg.data, cfg.text_column, cfg.pair_column, None, cfg.data_dir)
+    columns = (cfg.text_column, cfg.pair_column, cfg.label_column)
+    if cfg.eval is None:  # the dev split of --data, or a held-out part of it
+        source, dev, _ = data.train_and_dev(cfg.data, None, columns, cfg.data_dir, (None, cfg.eval_size))
+    else:
+        source = data.load(cfg.data, cfg.text_column, cfg.pair_column, None, cfg.data_dir)
+        dev = data.load_labelled(cfg.eval, *columns, cfg.data_dir, cfg.eval_size)
     texts = (source.texts + (source.pairs or []))[: cfg.train_size or None]
     texts += _unlabeled(cfg)
-    dev = data.load_labelled(
-        cfg.eval, cfg.text_column, cfg.pair_column, cfg.label_column, cfg.data_dir, cfg.eval_size
-    )
     if not dev.pairs:
         raise InputError(
             f"an embedding teacher is scored by the Spearman correlation of pair similarities: "
-            f"--eval needs scored sentence pairs (e.g. stsb:dev), and {cfg.eval} has no pairs"
+            f"--eval needs scored sentence pairs (e.g. stsb:dev), and {dev.name} has no pairs"
         )
     return data.Examples(source.name, texts), dev
 
@@ -119,7 +121,7 @@ def _labels(examples: data.Examples, teacher: Path, task: str) -> list[Any]:
     from edgeslim import evaluation
 
     if task == "regression":
-        return [float(x) for x in examples.labels or []]
+        return list(data.scores(examples))
     return [int(x) for x in evaluation.label_ids(examples, teacher)]
 
 
@@ -160,14 +162,11 @@ def run(src: str, cfg: Config, out: Path, hook_factory: Callable[[Any], Any] | N
         raise InputError("choose the student: --student-layers K (with --init) or --student DIR")
     if task == "feature-extraction":
         train, dev = _embedding_data(cfg)
-        train_labels, dev_labels = [-1] * len(train), [float(x) for x in dev.labels or []]
+        train_labels, dev_labels = [-1] * len(train), list(data.scores(dev))
     else:
-        train = data.load_labelled(
-            cfg.data, cfg.text_column, cfg.pair_column, cfg.label_column, cfg.data_dir, cfg.train_size
-        )
-        dev = data.load_labelled(
-            cfg.eval, cfg.text_column, cfg.pair_column, cfg.label_column, cfg.data_dir, cfg.eval_size
-        )
+        columns = (cfg.text_column, cfg.pair_column, cfg.label_column)
+        sizes = (cfg.train_size, cfg.eval_size)
+        train, dev, _ = data.train_and_dev(cfg.data, cfg.eval, columns, cfg.data_dir, sizes)
         train_labels, dev_labels = _labels(train, path, task), _labels(dev, path, task)
     if cfg.unlabeled and task != "feature-extraction":
         if train.pairs:
@@ -187,7 +186,7 @@ def run(src: str, cfg: Config, out: Path, hook_factory: Callable[[Any], Any] | N
         else training.dev_metric(path, dev, dev_labels, task, cfg)
     )
     batches = training.batch_maker(path, train, train_labels, task, cfg)
-    stats: dict[str, Any] = {"teacher_dev": evaluate(teacher), "layer_map": mapping}
+    stats: dict[str, Any] = {"teacher_dev": evaluate(teacher), "layer_map": mapping, "eval_data": dev.name}
     if task == "sequence-classification":
         stats["pseudo_labels"] = distillation.pseudo_label_stats(
             teacher, training.batch_maker(path, dev, dev_labels, task, cfg)(0), cfg.losses.min_confidence
@@ -253,7 +252,9 @@ def command(
     student: Annotated[Path | None, typer.Option(help="Student model directory instead.")] = None,
     data_spec: Annotated[str, typer.Option("--data", help="Labelled training data.")] = "sst2:train",
     unlabeled: Annotated[str | None, typer.Option(help="Unlabeled text (e.g. wikitext2).")] = None,
-    eval_data: Annotated[str, typer.Option("--eval", help="Dev data.")] = "sst2:dev",
+    eval_data: Annotated[
+        str | None, typer.Option("--eval", help="Dev data (default: --data's dev split or a held-out 10%).")
+    ] = None,
     kl: Annotated[float, typer.Option(help="Weight of soft-label KL.")] = 1.0,
     soft_ce: Annotated[float, typer.Option(help="Weight of soft cross-entropy.")] = 0.0,
     nll: Annotated[float, typer.Option(help="Weight of teacher hard-label NLL.")] = 0.0,

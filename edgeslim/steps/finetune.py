@@ -39,7 +39,11 @@ class TrainConfig(StepConfig):
     produces_model: ClassVar[bool] = True
     resumable: ClassVar[bool] = True
     data: str = Field("sst2:train", description="Labelled training data (built-in name or file).")
-    eval: str = Field("sst2:dev", description="Labelled dev data for early stopping and the best checkpoint.")
+    eval: str | None = Field(
+        None,
+        description="Labelled dev data for early stopping and the best checkpoint; default: the "
+        "training set's own dev split (sst2:train -> sst2:dev), else a seeded held-out 10% of --data.",
+    )
     text_column: str | None = Field(None, description="Text column of user files.")
     pair_column: str | None = Field(None, description="Second-text column of user files.")
     label_column: str | None = Field(None, description="Label column of user files.")
@@ -83,19 +87,14 @@ def load_task_data(cfg: TrainConfig, task: str) -> tuple[Any, Any, list[str]]:
     """(train examples, dev examples, label names) with labels checked against the task."""
     from edgeslim import data
 
-    train = data.load_labelled(
-        cfg.data, cfg.text_column, cfg.pair_column, cfg.label_column, cfg.data_dir, cfg.train_size
-    )
-    dev = data.load_labelled(
-        cfg.eval, cfg.text_column, cfg.pair_column, cfg.label_column, cfg.data_dir, cfg.eval_size
+    columns = (cfg.text_column, cfg.pair_column, cfg.label_column)
+    train, dev, _ = data.train_and_dev(
+        cfg.data, cfg.eval, columns, cfg.data_dir, (cfg.train_size, cfg.eval_size)
     )
     if train.labels is None or dev.labels is None:
         raise InputError("training needs labels: pass --label-column")
     if task == "regression":
-        try:
-            [float(x) for x in train.labels + dev.labels]
-        except ValueError:
-            raise InputError(f"{cfg.data} has non-numeric labels: regression needs scores") from None
+        data.scores(train), data.scores(dev)  # numeric, finite: InputError naming the row
         return train, dev, []
     if task == "token-classification":
         names = sorted({tag for tags in train.labels for tag in tags.split(" ")})
@@ -155,7 +154,13 @@ def run(src: str, cfg: Config, out: Path) -> dict[str, Any]:
     finish(
         out,
         path,
-        {"type": "finetune", "source": str(path), "config": cfg.model_dump(mode="json"), **result},
+        {
+            "type": "finetune",
+            "source": str(path),
+            "config": cfg.model_dump(mode="json"),
+            "eval_data": dev.name,  # what the dev set was, also when chosen by default
+            **result,
+        },
     )
     return {"best": result["best"], "steps": result["steps"]}
 
@@ -167,7 +172,9 @@ def command(
         str, typer.Option(help="sequence-classification, regression or token-classification.")
     ] = ("sequence-classification"),
     data: Annotated[str, typer.Option(help="Training data.")] = "sst2:train",
-    eval_data: Annotated[str, typer.Option("--eval", help="Dev data.")] = "sst2:dev",
+    eval_data: Annotated[
+        str | None, typer.Option("--eval", help="Dev data (default: --data's dev split or a held-out 10%).")
+    ] = None,
     max_steps: MaxSteps = None,
     epochs: Epochs = 1.0,
     batch_size: BatchSize = 32,

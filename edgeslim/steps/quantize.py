@@ -83,6 +83,7 @@ def _check_input(src: Path, manifest: dict[str, Any], cfg: Config) -> list[str]:
         raise InputError(
             "onnxruntime's HQQ does not quantize embeddings (Gather): use --algorithm rtn with --embeddings"
         )
+    _check_exclusions(graph.graph, cfg)
     notes = []
     if cfg.mode == "weight-only" and "Attention" in ops:
         notes.append(
@@ -98,15 +99,46 @@ def _check_input(src: Path, manifest: dict[str, Any], cfg: Config) -> list[str]:
     return notes
 
 
-def _quantizer(src: Path, cfg: Config, work: Path, defaults: dict[str, Any], external: bool) -> Quantizer:
-    """A function (exclude, dst) -> None for cfg.mode, with calibration done once."""
+def _check_exclusions(graph: Any, cfg: Config) -> None:
+    """--exclude names graph nodes and --exclude-op graph op types: a typo would exclude nothing."""
+    import difflib
+
+    for given, known, what, flag in (
+        (cfg.exclude_nodes, [n.name for n in graph.node], "node", "--exclude"),
+        (cfg.exclude_op_types, sorted({n.op_type for n in graph.node}), "op type", "--exclude-op"),
+    ):
+        for name in given:
+            if name not in known:
+                close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+                hint = f"did you mean '{close[0]}'?" if close else "see 'edgeslim inspect' for the graph"
+                listed = f"; op types in the graph: {', '.join(known)}" if what == "op type" else ""
+                raise InputError(f"{flag} {name}: no {what} '{name}' in the graph ({hint}){listed}")
+
+
+def _ops_to_nodes(src: Path, op_types: tuple[str, ...]) -> list[str]:
+    """Names of the nodes of `op_types` (for quantizers that only take node names)."""
+    from edgeslim import inspection
+
+    if not op_types:
+        return []
+    return [n.name for n in inspection.load_graph(src / artifacts.MODEL).graph.node if n.op_type in op_types]
+
+
+def _quantizer(
+    src: Path, cfg: Config, work: Path, defaults: dict[str, Any], external: bool, calib: Any
+) -> Quantizer:
+    """A function (exclude, dst) -> None for cfg.mode, with calibration (on `calib`) done once."""
     from edgeslim import data, quantization
 
     per_channel = defaults["per_channel"] if cfg.per_channel is None else cfg.per_channel
     reduce_range = defaults["reduce_range"] if cfg.reduce_range is None else cfg.reduce_range
     base = list(cfg.exclude_nodes)
+    if cfg.mode in ("fp16", "weight-only"):
+        base += _ops_to_nodes(src, cfg.exclude_op_types)
     if cfg.mode == "fp16":
-        return lambda exclude, dst: quantization.fp16(src / artifacts.MODEL, dst, cfg.keep_io_types, external)
+        return lambda exclude, dst: quantization.fp16(
+            src / artifacts.MODEL, dst, cfg.keep_io_types, external, base + exclude
+        )
     if cfg.mode == "weight-only":
         return lambda exclude, dst: quantization.weight_only(
             src / artifacts.MODEL,
@@ -130,7 +162,7 @@ def _quantizer(src: Path, cfg: Config, work: Path, defaults: dict[str, Any], ext
             pre, dst, op_types, per_channel, reduce_range, base + exclude, external
         )
     op_types = [o for o in op_types if o not in cfg.exclude_op_types]
-    examples = data.load(cfg.calib, cfg.text_column, cfg.pair_column, None, cfg.data_dir)
+    examples = calib
     if len(examples) < cfg.calib_size:
         ui.note(
             f"warning: {cfg.calib} has {len(examples)} samples, fewer than --calib-size "
@@ -209,7 +241,14 @@ def run(src: Path, cfg: Config, out: Path) -> dict[str, Any]:
         )
     if cfg.mode == "fp16" and target.arch in ("x86", "arm"):
         notes.append("fp16 targets GPU execution providers; on the CPU provider it is usually slower")
+    # Every data set is read, validated and tokenized before any work: a bad file fails in seconds.
     evaluation_set = budget.load_eval(src, cfg) if cfg.max_drop is not None else None
+    calib = None
+    if cfg.mode == "static":
+        calib = data.load(cfg.calib, cfg.text_column, cfg.pair_column, None, cfg.data_dir)
+        evaluation.feeds_for(src, calib.head(cfg.calib_size))  # tokenizer checks, fast
+    examples = data.load(cfg.fidelity_data, cfg.text_column, cfg.pair_column, None, cfg.data_dir)
+    feeds = evaluation.feeds_for(src, examples.head(cfg.fidelity_size))
     for note in notes:
         ui.note(f"note: {note}")
     external = len(artifacts.model_files(src)) > 1
@@ -217,15 +256,13 @@ def run(src: Path, cfg: Config, out: Path) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="edgeslim-quant-") as tmp:
         work = Path(tmp)
         with ui.quiet_logs():
-            quantize = _quantizer(src, cfg, work, defaults, external)
+            quantize = _quantizer(src, cfg, work, defaults, external, calib)
             quantize([], out / artifacts.MODEL)
             search = None
             if evaluation_set is not None:
-                search = budget.meet_drop(src, out, cfg, quantize, work, *evaluation_set)
+                search = budget.meet_drop(src, out, cfg, quantize, work, evaluation_set)
     duration = time.perf_counter() - start
     artifacts.copy_companions(src, out)
-    examples = data.load(cfg.fidelity_data, cfg.text_column, cfg.pair_column, None, cfg.data_dir)
-    feeds = evaluation.feeds_for(src, examples.head(cfg.fidelity_size))
     fidelity = evaluation.compare(
         evaluation.outputs(src / artifacts.MODEL, feeds),
         evaluation.outputs(out / artifacts.MODEL, feeds),
@@ -266,11 +303,13 @@ def run(src: Path, cfg: Config, out: Path) -> dict[str, Any]:
     if worst:
         summary["worst_layer"] = f"{worst['tensor']} ({worst['sqnr_db']} dB)"
     if search:
-        summary.update(kept_fp32=len(search["excluded"]), drop=search["drop"])
+        summary.update(
+            kept_fp32=len(search["excluded"]), drop=search["drop"], drop_selection=search["selection"]["drop"]
+        )
         if not search["met"]:
             summary["budget_not_met"] = (
-                f"accuracy drop {search['drop']:.4f} > --max-drop {cfg.max_drop} even with "
-                f"{len(search['excluded'])} nodes in fp32; wrote the best artifact found"
+                f"accuracy drop {search['drop']:.4f} on the held-out half of --eval > --max-drop "
+                f"{cfg.max_drop} with {len(search['excluded'])} nodes in fp32; wrote the best artifact found"
             )
     return summary
 

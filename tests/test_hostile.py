@@ -1,0 +1,429 @@
+"""The hostile-input catalogue: one row per hostile input (how it is built, the command, the
+exit code, a fragment of the message), each checked for a one-line error, no traceback, and
+nothing written beside the output. Inputs are built under tmp/in; the output is tmp/o."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from conftest import cli, leftovers
+
+
+@dataclass(frozen=True)
+class Env:
+    model: Path  # a tiny BERT sequence classifier (HF directory)
+    art: Path  # its exported artifact
+
+
+@pytest.fixture(scope="module")
+def env(tiny_factory: Callable[..., Path], cls_artifact: Path) -> Env:
+    return Env(tiny_factory("bert", "seq", 2), cls_artifact)
+
+
+Build = Callable[[Path, Env], None]
+
+
+def write(name: str, content: str | bytes) -> Build:
+    """Build one input file `name` with `content`."""
+
+    def build(inp: Path, env: Env) -> None:
+        path = inp / name
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+
+    return build
+
+
+def both(*builds: Build) -> Build:
+    def build(inp: Path, env: Env) -> None:
+        for step in builds:
+            step(inp, env)
+
+    return build
+
+
+def model_copy(edit: Callable[[Path], None]) -> Build:
+    """Copy the tiny model to in/m and apply `edit` to that directory."""
+
+    def build(inp: Path, env: Env) -> None:
+        shutil.copytree(env.model, inp / "m")
+        edit(inp / "m")
+
+    return build
+
+
+def artifact_copy(edit: Callable[[Path], None]) -> Build:
+    """Copy the exported artifact to in/art and apply `edit` to it."""
+
+    def build(inp: Path, env: Env) -> None:
+        shutil.copytree(env.art, inp / "art")
+        edit(inp / "art")
+
+    return build
+
+
+def config_edit(**changes: object) -> Callable[[Path], None]:
+    def edit(directory: Path) -> None:
+        config = json.loads((directory / "config.json").read_text())
+        (directory / "config.json").write_text(json.dumps({**config, **changes}))
+
+    return edit
+
+
+def replace_file(name: str, content: bytes) -> Callable[[Path], None]:
+    def edit(directory: Path) -> None:
+        (directory / name).write_bytes(content)
+
+    return edit
+
+
+def truncate(name: str) -> Callable[[Path], None]:
+    def edit(directory: Path) -> None:
+        data = (directory / name).read_bytes()
+        (directory / name).write_bytes(data[: len(data) // 2])
+
+    return edit
+
+
+def safetensors_bytes(header: object, data: bytes = b"") -> bytes:
+    raw = json.dumps(header).encode()
+    return struct.pack("<Q", len(raw)) + raw + data
+
+
+def bigger_tokenizer(directory: Path) -> None:
+    """20 tokens past the 95-row embedding table, as with another model's tokenizer."""
+    tok = json.loads((directory / "tokenizer.json").read_text())
+    vocab = tok["model"]["vocab"]
+    for i in range(20):
+        vocab[f"extra{i}"] = len(vocab)
+    (directory / "tokenizer.json").write_text(json.dumps(tok))
+
+
+def recipe(body: str) -> Build:
+    """in/r.yaml: a recipe on the tiny model with `body` (placeholders: {model}, {out})."""
+
+    def build(inp: Path, env: Env) -> None:
+        text = body.format(model=env.model, out=inp.parent / "o")
+        (inp / "r.yaml").write_text(text)
+
+    return build
+
+
+RECIPE = "name: t\nmodel: {model}\noutput: {out}\n"
+EXPORT = "steps:\n  - type: export\n"
+NO_BUILD: Build = lambda inp, env: None  # noqa: E731
+TSV_OK = "sentence\tlabel\nw1 w2\t0\nw3 w4\t1\n"
+HUGE = "sentence\tlabel\n" + "w1 " * 400_000 + "\t0\n"
+QUOTED = 'sentence,label\n"w1, w2",0\n"w3\nw4 ""w5""",1\nw6,0\n'
+EVAL = ["eval", "{art}", "--data"]
+QUANT = ["quantize", "{art}", "-o", "{out}"]
+EXPORT_M = ["export", "{in}/m", "--task", "sequence-classification", "-o", "{out}"]
+FINETUNE = ["finetune", "{model}", "-o", "{out}", "--max-steps", "1"]
+SAFETENSORS = "model.safetensors"
+
+# (id, build, args, exit code, message fragment)
+ROWS: list[tuple[str, Build, list[str], int, str]] = [
+    # --- data files -------------------------------------------------------------------------
+    (
+        "data-non-utf8",
+        write("d.tsv", b"sentence\tlabel\ncaf\xe9\t0\n"),
+        [*EVAL, "{in}/d.tsv"],
+        3,
+        "not UTF-8",
+    ),
+    (
+        "calib-non-utf8",
+        write("d.txt", b"\xff\xfe bad\n"),
+        [*QUANT, "--mode", "static", "--calib", "{in}/d.txt"],
+        3,
+        "not UTF-8",
+    ),
+    ("fidelity-empty", write("d.tsv", ""), [*QUANT, "--fidelity-data", "{in}/d.tsv"], 3, "no examples"),
+    ("data-header-only", write("d.csv", "sentence,label\n"), [*EVAL, "{in}/d.csv"], 3, "no examples"),
+    (
+        "data-blank-lines-only",
+        write("d.jsonl", "\n\n  \n"),
+        [*QUANT, "--fidelity-data", "{in}/d.jsonl"],
+        3,
+        "no examples",
+    ),
+    (
+        "csv-byte-order-mark",
+        write("d.csv", "\ufeffsentence,label\nw1 w2,0\nw3,1\n"),
+        [*EVAL, "{in}/d.csv"],
+        0,
+        "(2",
+    ),
+    ("csv-quoted-commas-newlines", write("d.csv", QUOTED), [*EVAL, "{in}/d.csv"], 0, "(3 examples"),
+    (
+        "jsonl-missing-text-key",
+        write("d.jsonl", '{"text": "w1", "label": 0}\n{"label": 1}\n'),
+        [*EVAL, "{in}/d.jsonl"],
+        3,
+        "row 2 has no 'text'",
+    ),
+    (
+        "jsonl-null-label",
+        write("d.jsonl", '{"text": "w1", "label": 0}\n{"text": "w2", "label": null}\n'),
+        [*EVAL, "{in}/d.jsonl"],
+        3,
+        "row 2 has no 'label'",
+    ),
+    ("jsonl-row-is-list", write("d.jsonl", '["w1", 0]\n'), [*EVAL, "{in}/d.jsonl"], 3, "JSON list"),
+    ("jsonl-invalid", write("d.jsonl", '{"text": "w1",\n'), [*EVAL, "{in}/d.jsonl"], 3, "invalid JSON"),
+    ("tsv-huge-line", write("d.tsv", HUGE), [*QUANT, "--fidelity-data", "{in}/d.tsv"], 3, "limit 1,000,000"),
+    ("txt-huge-line", write("d.txt", "w1 " * 400_000), [*QUANT, "--fidelity-data", "{in}/d.txt"], 3, "limit"),
+    ("csv-short-row", write("d.csv", "sentence,label\nw1,0\nw2\n"), [*EVAL, "{in}/d.csv"], 3, "fewer fields"),
+    ("data-unsupported-type", write("d.xlsx", "x"), [*EVAL, "{in}/d.xlsx"], 3, "unsupported file type"),
+    ("data-missing", NO_BUILD, [*EVAL, "{in}/nope.tsv"], 3, "not found"),
+    ("data-is-a-directory", NO_BUILD, [*EVAL, "{in}"], 3, "not found"),
+    ("data-no-label-column", write("d.tsv", "sentence\nw1\n"), [*EVAL, "{in}/d.tsv"], 3, "no label column"),
+    (
+        "eval-unseen-label",
+        write("d.tsv", "sentence\tlabel\nw1\t0\nw2\tpositive\n"),
+        [*EVAL, "{in}/d.tsv"],
+        3,
+        "not known to the model",
+    ),
+    (
+        "train-dev-unseen-label",
+        both(write("t.tsv", TSV_OK * 3), write("e.tsv", "sentence\tlabel\nw1\t7\n")),
+        [*FINETUNE, "--data", "{in}/t.tsv", "--eval", "{in}/e.tsv"],
+        3,
+        "do not occur in the training data",
+    ),
+    (
+        "regression-non-numeric-score",
+        write("t.tsv", "sentence\tlabel\nw1\t0.5\nw2\thigh\nw3\t0.1\n"),
+        [*FINETUNE, "--task", "regression", "--data", "{in}/t.tsv", "--eval", "{in}/t.tsv"],
+        3,
+        "score 'high' is not a finite number",
+    ),
+    (
+        "regression-nan-score",
+        write("t.tsv", "sentence\tlabel\nw1\t0.5\nw2\tnan\n"),
+        [*FINETUNE, "--task", "regression", "--data", "{in}/t.tsv", "--eval", "{in}/t.tsv"],
+        3,
+        "not a finite number",
+    ),
+    (
+        "train-non-utf8",
+        write("t.tsv", b"sentence\tlabel\n\xc3\x28\t0\n"),
+        [*FINETUNE, "--data", "{in}/t.tsv"],
+        3,
+        "UTF-8",
+    ),
+    # --- model directories (config.json, safetensors, tokenizer) -----------------------------
+    ("config-json-list", model_copy(replace_file("config.json", b"[1, 2]")), EXPORT_M, 3, "JSON list"),
+    ("config-not-utf8", model_copy(replace_file("config.json", b'{"a": "\xff"}')), EXPORT_M, 3, "not UTF-8"),
+    (
+        "config-invalid-json",
+        model_copy(replace_file("config.json", b'{"model_type": ')),
+        EXPORT_M,
+        3,
+        "not valid JSON",
+    ),
+    (
+        "config-hidden-size-string",
+        model_copy(config_edit(hidden_size="32")),
+        EXPORT_M,
+        3,
+        "hidden_size is '32'",
+    ),
+    (
+        "config-heads-do-not-divide",
+        model_copy(config_edit(num_attention_heads=5)),
+        EXPORT_M,
+        3,
+        "not divisible",
+    ),
+    ("config-negative-vocab", model_copy(config_edit(vocab_size=-1)), EXPORT_M, 3, "vocab_size"),
+    ("config-float-layers", model_copy(config_edit(num_hidden_layers=2.5)), EXPORT_M, 3, "num_hidden_layers"),
+    ("config-model-type-list", model_copy(config_edit(model_type=["bert"])), EXPORT_M, 3, "not supported"),
+    ("config-pad-past-vocab", model_copy(config_edit(pad_token_id=500)), EXPORT_M, 3, "pad_token_id"),
+    ("safetensors-truncated", model_copy(truncate(SAFETENSORS)), EXPORT_M, 3, "truncated"),
+    ("safetensors-empty", model_copy(replace_file(SAFETENSORS, b"")), EXPORT_M, 3, "truncated"),
+    (
+        "safetensors-header-list",
+        model_copy(replace_file(SAFETENSORS, safetensors_bytes([1, 2]))),
+        EXPORT_M,
+        3,
+        "header is a JSON list",
+    ),
+    (
+        "safetensors-header-garbage",
+        model_copy(replace_file(SAFETENSORS, struct.pack("<Q", 4) + b"\xff\xfe{[")),
+        EXPORT_M,
+        3,
+        "bad header",
+    ),
+    (
+        "safetensors-offsets-vs-shape",
+        model_copy(
+            replace_file(
+                SAFETENSORS,
+                safetensors_bytes({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 8]}}, b"0" * 8),
+            )
+        ),
+        EXPORT_M,
+        3,
+        "do not match its shape",
+    ),
+    (
+        "tokenizer-larger-than-embeddings",
+        model_copy(bigger_tokenizer),
+        EXPORT_M,
+        3,
+        "embedding table has 95 rows",
+    ),
+    ("tokenizer-json-list", model_copy(replace_file("tokenizer.json", b"[]")), EXPORT_M, 3, "JSON list"),
+    (
+        "tokenizer-not-a-tokenizer",
+        model_copy(replace_file("tokenizer.json", b'{"a": 1}')),
+        EXPORT_M,
+        3,
+        "usable tokenizer",
+    ),
+    (
+        "artifact-tokenizer-larger-than-embeddings",
+        both(artifact_copy(bigger_tokenizer), write("d.tsv", TSV_OK)),
+        ["eval", "{in}/art", "--data", "{in}/d.tsv"],
+        3,
+        "embedding table",
+    ),
+    ("model-missing", NO_BUILD, ["export", "{in}/nope", "-o", "{out}"], 3, "not found"),
+    # --- recipes ----------------------------------------------------------------------------
+    (
+        "recipe-duplicate-key",
+        recipe(RECIPE + "output: {out}2\n" + EXPORT),
+        ["run", "{in}/r.yaml"],
+        3,
+        "appears twice",
+    ),
+    (
+        "recipe-duplicate-step-key",
+        recipe(RECIPE + "steps:\n  - {{type: export, opset: 17, opset: 18}}\n"),
+        ["run", "{in}/r.yaml"],
+        3,
+        "'opset' appears twice",
+    ),
+    (
+        "recipe-python-tag",
+        recipe("name: !!python/object/apply:os.system [echo hi]\nmodel: {model}\noutput: {out}\n" + EXPORT),
+        ["run", "{in}/r.yaml"],
+        3,
+        "not allowed",
+    ),
+    (
+        "recipe-custom-tag",
+        recipe(RECIPE.replace("name: t", "name: !include x") + EXPORT),
+        ["run", "{in}/r.yaml"],
+        3,
+        "'!include'",
+    ),
+    ("recipe-non-utf8", write("r.yaml", b"name: caf\xe9\n"), ["run", "{in}/r.yaml"], 3, "not UTF-8"),
+    ("recipe-not-yaml", write("r.yaml", "name: [unclosed\n"), ["run", "{in}/r.yaml"], 3, "not valid YAML"),
+    ("recipe-a-list", write("r.yaml", "- type: export\n"), ["run", "{in}/r.yaml"], 3, "must be a mapping"),
+    (
+        "recipe-unknown-key",
+        recipe(RECIPE.replace("output", "ouput") + EXPORT),
+        ["run", "{in}/r.yaml"],
+        3,
+        "'output'",
+    ),
+    (
+        "recipe-unknown-step-key",
+        recipe(RECIPE + "steps:\n  - type: export\n    opst: 17\n"),
+        ["run", "{in}/r.yaml"],
+        3,
+        "did you mean 'opset'",
+    ),
+    (
+        "recipe-unknown-step-type",
+        recipe(RECIPE + "steps:\n  - type: export\n  - type: quantise\n"),
+        ["run", "{in}/r.yaml"],
+        3,
+        "did you mean 'quantize'",
+    ),
+    ("recipe-no-steps", recipe(RECIPE + "steps: []\n"), ["run", "{in}/r.yaml"], 3, "steps"),
+    (
+        "recipe-reference-not-a-number",
+        recipe(RECIPE + "steps:\n  - type: finetune\n  - type: prune\n    recover_with: '@x'\n"),
+        ["run", "{in}/r.yaml"],
+        3,
+        "not a step reference",
+    ),
+    (
+        "recipe-reference-to-later-step",
+        recipe(RECIPE + "steps:\n  - type: finetune\n  - type: prune\n    recover_with: '@2'\n"),
+        ["run", "{in}/r.yaml"],
+        3,
+        "earlier step",
+    ),
+    (
+        "recipe-reference-past-the-end",
+        recipe(RECIPE + "steps:\n  - type: finetune\n  - type: prune\n    recover_with: '@9'\n"),
+        ["run", "{in}/r.yaml"],
+        3,
+        "recover_with @9",
+    ),
+    # --- quantize options -------------------------------------------------------------------
+    ("exclude-op-typo", NO_BUILD, [*QUANT, "--exclude-op", "Matmul"], 3, "did you mean 'MatMul'"),
+    ("exclude-unknown-node", NO_BUILD, [*QUANT, "--exclude", "no_such_node"], 3, "no node 'no_such_node'"),
+    (
+        "exclude-op-weight-only-typo",
+        NO_BUILD,
+        [*QUANT, "--mode", "weight-only", "--exclude-op", "Gemn"],
+        3,
+        "'Gemm'",
+    ),
+    ("max-drop-without-eval", NO_BUILD, [*QUANT, "--max-drop", "0.01"], 3, "--eval"),
+    (
+        "max-drop-one-row",
+        write("e.tsv", "sentence\tlabel\nw1\t0\n"),
+        [*QUANT, "--max-drop", "0.01", "--eval", "{in}/e.tsv"],
+        3,
+        "at least 2",
+    ),
+    # --- artifacts and providers (already handled) --------------------------------------------
+    (
+        "onnx-corrupt",
+        artifact_copy(replace_file("model.onnx", b"\x08\x07garbage" * 10)),
+        ["optimize", "{in}/art", "-o", "{out}"],
+        3,
+        "",
+    ),
+    ("not-an-artifact", NO_BUILD, ["optimize", "{in}", "-o", "{out}"], 3, "edgeslim.json"),
+    ("absent-provider", NO_BUILD, ["bench", "{art}", "--ep", "cuda"], 7, ""),
+]
+
+
+@pytest.mark.parametrize(("build", "args", "code", "fragment"), [pytest.param(*r[1:], id=r[0]) for r in ROWS])
+def test_hostile_input(
+    env: Env, tmp_path: Path, build: Build, args: list[str], code: int, fragment: str
+) -> None:
+    inp = tmp_path / "in"
+    inp.mkdir()
+    build(inp, env)
+    out = tmp_path / "o"
+    places = {"in": str(inp), "out": str(out), "art": str(env.art), "model": str(env.model)}
+    result = cli([a.format(**places) for a in args])
+    text = result.output
+    assert result.exit_code == code, text
+    assert fragment in text, text
+    assert "Traceback" not in text and "internal error" not in text, text
+    if code:
+        errors = [line for line in text.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1 and text.rstrip().endswith(errors[0]), text  # one line, last
+    assert not out.exists(), "output written for a hostile input"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"], list(tmp_path.iterdir())
+    assert leftovers(tmp_path) == [] and leftovers(env.art.parent) == []
+
+
+def test_catalogue_size() -> None:
+    assert len(ROWS) >= 40 and len({r[0] for r in ROWS}) == len(ROWS)
