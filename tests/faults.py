@@ -1,0 +1,104 @@
+"""Fault injection: SIGKILL a command at seeded random moments, then check what it left.
+
+For every kill: the output is either absent or complete (an artifact whose manifest hashes
+match its files, a model directory with its record, a JSON/XML file that parses); the rerun
+of the same command succeeds and sweeps the temporaries; a deterministic step's rerun is
+byte-identical (every file but the manifest) to an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+RUN = "import sys; from edgeslim.cli import main; sys.argv = ['edgeslim'] + sys.argv[1:]; main()"
+RECORDS = ("edgeslim-train.json", "edgeslim-prune.json", "edgeslim-simplify.json")
+
+
+@dataclass
+class Case:
+    """One command; OUT in `args` stands for the output path (a directory or a file)."""
+
+    name: str
+    args: list[str]
+    output: str = "dir"  # "dir" (artifact or model directory), "json", "xml" or "none"
+    deterministic: bool = True
+    kills: list[dict[str, object]] = field(default_factory=list)
+
+
+def _start(case: Case, out: Path) -> subprocess.Popen[str]:
+    args = [str(out) if a == "OUT" else a for a in case.args]
+    return subprocess.Popen(
+        [sys.executable, "-c", RUN, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _finish(proc: subprocess.Popen[str]) -> None:
+    _, err = proc.communicate(timeout=900)
+    assert proc.returncode == 0, err[-2000:]
+
+
+def contents(case: Case, out: Path) -> object:
+    """What a finished output holds (None when absent); raises when it is half-written."""
+    if case.output == "none" or not out.exists():
+        return None
+    if case.output == "json":
+        return sorted(json.loads(out.read_text()))
+    if case.output == "xml":
+        return ET.parse(out).getroot().tag
+    from edgeslim import artifacts
+
+    if (out / artifacts.MANIFEST).exists():
+        recorded = artifacts.read_manifest(out)["files"]
+        assert recorded == artifacts.file_hashes(out), f"{out}: files differ from its manifest"
+        return recorded
+    assert any((out / name).exists() for name in RECORDS), f"{out}: a model directory without its record"
+    return artifacts.file_hashes(out)
+
+
+def sweep(case: Case, work: Path, seed: int, kills: int) -> Case:
+    """Run `case` whole once, then kill it `kills` times at seeded moments and rerun each."""
+    work.mkdir(parents=True, exist_ok=True)
+    reference = work / "reference"
+    began = time.monotonic()
+    proc = _start(case, reference)
+    first_write = _first_write(proc, work, reference.name)
+    _finish(proc)
+    whole = time.monotonic() - began
+    expected = contents(case, reference)
+    rng = random.Random(seed)
+    for index in range(kills):
+        out = work / f"k{index}"
+        moment = rng.uniform(first_write if first_write is not None else 0.5, whole)
+        proc = _start(case, out)
+        time.sleep(moment)
+        killed = proc.poll() is None
+        if killed:
+            proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+        left = contents(case, out)  # absent or complete, never half-written
+        if left is None:
+            _finish(_start(case, out))
+        if case.deterministic and case.output == "dir":
+            assert contents(case, out) == expected, f"{case.name}: rerun after a kill differs"
+        stray = [p.name for p in work.iterdir() if p.name.startswith(f".{out.name}.")]
+        assert stray == [], f"{case.name}: left {stray}"
+        case.kills.append({"at_s": round(moment, 2), "killed": killed, "output_after_kill": left is not None})
+    return case
+
+
+def _first_write(proc: subprocess.Popen[str], work: Path, name: str) -> float | None:
+    """Seconds until the command first writes anything beside its output (its temporary)."""
+    began = time.monotonic()
+    while proc.poll() is None:
+        if any(p.name.startswith(f".{name}.") for p in work.iterdir()):
+            return time.monotonic() - began
+        time.sleep(0.01)
+    return None

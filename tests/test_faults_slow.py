@@ -1,0 +1,103 @@
+"""Fault injection in every step: SIGKILL at seeded random moments (pytest -m slow).
+
+Prints one line per case; the README's Reliability section quotes a run of it.
+"""
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import cli
+from faults import Case, sweep
+
+KILLS = 3
+TRAIN = [
+    "--train-size",
+    "96",
+    "--eval-size",
+    "32",
+    "--batch-size",
+    "16",
+    "--eval-every",
+    "4",
+    "--save-every",
+    "4",
+]
+
+
+def _cases(tiny: Path, seq: Path, fused: Path, work: Path) -> list[Case]:
+    budgets = work / "budgets.yaml"
+    budgets.write_text("max_size_mb: 100\nmax_params: 100000000\n")
+    recipe = work / "recipe.yaml"
+    recipe.write_text(
+        f"name: faults\nmodel: {tiny}\noutput: OUT\nsteps:\n  - type: export\n  - type: optimize\n"
+        "  - type: quantize\n    mode: static\n    calib_size: 64\n"
+    )
+    recover = [
+        "--recover-with",
+        str(seq),
+        "--recover-steps",
+        "12",
+        "--data",
+        "sst2:train",
+        "--eval",
+        "sst2:dev",
+    ]
+    return [
+        Case("export", ["export", str(tiny), "-o", "OUT"]),
+        Case("optimize", ["optimize", str(fused.parent / "bert-fp32"), "-o", "OUT"]),
+        Case("quantize dynamic", ["quantize", str(fused), "-o", "OUT"]),
+        Case(
+            "quantize static (calibration)",
+            ["quantize", str(fused), "--mode", "static", "-o", "OUT"],
+        ),
+        Case("finetune", ["finetune", str(seq), *TRAIN, "--max-steps", "12", "-o", "OUT"]),
+        Case(
+            "distill",
+            [
+                "distill",
+                "--teacher",
+                str(seq),
+                "--student-layers",
+                "1",
+                *TRAIN,
+                "--max-steps",
+                "12",
+                "-o",
+                "OUT",
+            ],
+        ),
+        Case("prune + recovery", ["prune", str(seq), "--ffn", "0.5", *recover, "-o", "OUT"]),
+        Case(
+            "simplify + recovery",
+            ["simplify", str(seq), "--activation", "relu", *recover, "-o", "OUT"],
+        ),
+        Case("eval", ["eval", str(fused), "--data", "stsb:dev", "--limit", "200"], output="none"),
+        Case(
+            "bench",
+            ["bench", str(fused), "--runs", "30", "--out", "OUT"],
+            output="json",
+            deterministic=False,
+        ),
+        Case("report", ["report", str(fused), "-o", "OUT"], deterministic=False),
+        Case(
+            "gate", ["gate", str(fused), "--budgets", str(budgets), "--junit", "OUT"], output="xml"
+        ),
+        Case("recipe run", ["run", str(recipe), "-o", "OUT"]),
+    ]
+
+
+@pytest.mark.slow
+def test_sigkill_sweep_over_every_step(
+    tiny_factory: Callable[..., Path], bert_fused: Path, tmp_path: Path
+) -> None:
+    tiny, seq = tiny_factory("bert"), tiny_factory("bert", "seq", 2)
+    assert cli(["--help"]).exit_code == 0
+    lines = []
+    for index, case in enumerate(_cases(tiny, seq, bert_fused, tmp_path)):
+        done = sweep(case, tmp_path / f"case{index}", seed=index, kills=KILLS)
+        killed = sum(bool(k["killed"]) for k in done.kills)
+        lines.append(
+            f"{case.name}: {killed}/{KILLS} killed mid-run, moments {[k['at_s'] for k in done.kills]} s"
+        )
+    print("\n".join(lines))
