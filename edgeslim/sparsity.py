@@ -122,7 +122,16 @@ class Sparsifier:
         return {layer: round(z / t, 4) for layer, (z, t) in zeros.items()}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"masks": self.masks, "scores": self.scores, "level": self.level}
+        """Flat: tensors (masks, scores) and plain numbers, so a checkpoint needs no pickle."""
+        state: dict[str, Any] = {f"masks.{n}": m for n, m in self.masks.items()}
+        state |= {f"scores.{n}": s for n, s in self.scores.items()}
+        return {**state, "level": self.level}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.masks, self.scores, self.level = state["masks"], state["scores"], state["level"]
+        """Restore what state_dict() returned; KeyError/ValueError when it does not fit this model."""
+        masks = {n: state[f"masks.{n}"].to(torch.bool) for n in self.weights}
+        scores = {n: state[f"scores.{n}"] for n in self.scores}
+        for name, weight in self.weights.items():
+            if masks[name].shape != weight.shape or (name in scores and scores[name].shape != weight.shape):
+                raise ValueError(f"sparsity state of {name} does not match the model's shape")
+        self.masks, self.scores, self.level = masks, scores, float(state["level"])
