@@ -59,8 +59,13 @@ def label_ids(examples: data.Examples, artifact: Path) -> np.ndarray:
     """Gold labels as class ids through the model's label2id (or integer labels)."""
     if examples.labels is None:
         raise InputError(f"{examples.name} has no labels: pass --label-column")
-    config = json.loads((artifact / "config.json").read_text())
-    label2id = {str(k): int(v) for k, v in (config.get("label2id") or {}).items()}
+    from edgeslim import models
+
+    config = models.read_json(artifact / "config.json")
+    try:
+        label2id = {str(k): int(v) for k, v in (config.get("label2id") or {}).items()}
+    except (AttributeError, TypeError, ValueError):
+        raise InputError(f"{artifact / 'config.json'}: label2id must map labels to integer ids") from None
     num = len(config.get("id2label") or label2id) or 2
     ids = []
     for label in examples.labels:
@@ -140,7 +145,7 @@ def evaluate(
             for side in (left, right)
         ]
         cos = cosine_rows(embed[0], embed[1])
-        gold = np.asarray([float(x) for x in examples.labels])
+        gold = np.asarray(data.scores(examples))
         result["metrics"] = {
             "spearman_cosine": _metric(spearman, gold, cos, bootstrap),
             "pearson_cosine": _metric(pearson, gold, cos, bootstrap),
@@ -152,7 +157,8 @@ def evaluate(
     if task == "token-classification":
         result["metrics"] = _token_metrics(artifact, examples, batches, outs, bootstrap)
     elif task == "regression":
-        gold = np.asarray([float(x) for x in _labels(examples)])
+        _labels(examples)
+        gold = np.asarray(data.scores(examples))
         pred = np.concatenate([o["logits"][:, 0] for o in outs])
         result["metrics"] = {
             "pearson": _metric(pearson, gold, pred, bootstrap),

@@ -19,11 +19,12 @@ from conftest import cli, leftovers
 class Env:
     model: Path  # a tiny BERT sequence classifier (HF directory)
     art: Path  # its exported artifact
+    emb: Path  # an exported tiny embedding model (feature-extraction)
 
 
 @pytest.fixture(scope="module")
-def env(tiny_factory: Callable[..., Path], cls_artifact: Path) -> Env:
-    return Env(tiny_factory("bert", "seq", 2), cls_artifact)
+def env(tiny_factory: Callable[..., Path], cls_artifact: Path, bert_fp32: Path) -> Env:
+    return Env(tiny_factory("bert", "seq", 2), cls_artifact, bert_fp32)
 
 
 Build = Callable[[Path, Env], None]
@@ -210,6 +211,13 @@ ROWS: list[tuple[str, Build, list[str], int, str]] = [
         [*FINETUNE, "--task", "regression", "--data", "{in}/t.tsv", "--eval", "{in}/t.tsv"],
         3,
         "not a finite number",
+    ),
+    (
+        "similarity-non-numeric-score",
+        write("p.tsv", "sentence1\tsentence2\tscore\nw1\tw2\t0.5\nw3\tw4\tn/a\n"),
+        ["eval", "{emb}", "--data", "{in}/p.tsv", "--pair-column", "sentence2", "--label-column", "score"],
+        3,
+        "row 2: score 'n/a'",
     ),
     (
         "train-non-utf8",
@@ -411,7 +419,13 @@ def test_hostile_input(
     inp.mkdir()
     build(inp, env)
     out = tmp_path / "o"
-    places = {"in": str(inp), "out": str(out), "art": str(env.art), "model": str(env.model)}
+    places = {
+        "in": str(inp),
+        "out": str(out),
+        "art": str(env.art),
+        "model": str(env.model),
+        "emb": str(env.emb),
+    }
     result = cli([a.format(**places) for a in args])
     text = result.output
     assert result.exit_code == code, text
@@ -427,3 +441,94 @@ def test_hostile_input(
 
 def test_catalogue_size() -> None:
     assert len(ROWS) >= 40 and len({r[0] for r in ROWS}) == len(ROWS)
+
+
+PAIRS = "sentence1\tsentence2\tlabel\n" + "".join(f"w{i} w{i + 1}\tw{i + 2}\t{i % 2}\n" for i in range(30))
+
+
+def test_finetune_user_file_without_eval_holds_out(env: Env, tmp_path: Path) -> None:
+    """Issue item 6: the default dev set used to be SST-2 read with the user's columns."""
+    (tmp_path / "pairs.tsv").write_text(PAIRS)
+    out = tmp_path / "o"
+    args = ["--data", str(tmp_path / "pairs.tsv"), "--text-column", "sentence1", "--pair-column", "sentence2"]
+    result = cli(
+        ["finetune", str(env.model), "-o", str(out), *args, "--label-column", "label", "--max-steps", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "held-out 10%" in result.output, result.output
+    record = json.loads((out / "edgeslim-train.json").read_text())
+    assert record["eval_data"] == "pairs.tsv (held-out 10%, seed 0, 3 rows)"
+    assert record["config"]["eval"] is None
+
+
+def test_distill_user_file_without_eval_holds_out(env: Env, tmp_path: Path) -> None:
+    (tmp_path / "d.tsv").write_text(
+        "sentence\tlabel\n" + "".join(f"w{i} w{i + 3}\t{i % 2}\n" for i in range(20))
+    )
+    out = tmp_path / "o"
+    result = cli(
+        ["distill", "--teacher", str(env.model), "--student-layers", "1", "-o", str(out)]
+        + ["--data", str(tmp_path / "d.tsv"), "--max-steps", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "edgeslim-train.json").read_text())
+    assert record["eval_data"] == "d.tsv (held-out 10%, seed 0, 2 rows)"
+
+
+def test_hold_out_is_seeded_disjoint_and_never_empty() -> None:
+    from edgeslim import data
+
+    examples = data.Examples("f", [f"t{i}" for i in range(25)], labels=[str(i) for i in range(25)])
+    train, dev = data.hold_out(examples)
+    assert len(dev) == 2 and len(train) == 23  # 10% of 25, rounded
+    assert set(train.texts).isdisjoint(dev.texts) and set(train.texts) | set(dev.texts) == set(examples.texts)
+    assert [t.removeprefix("t") for t in dev.texts] == dev.labels  # rows kept whole
+    assert data.hold_out(examples)[1].texts == dev.texts  # seeded
+    assert data.hold_out(examples, seed=1)[1].texts != dev.texts
+    small_train, small_dev = data.hold_out(data.Examples("f", ["a", "b", "c"], labels=["0", "1", "0"]))
+    assert len(small_dev) == 1 and len(small_train) == 2
+    with pytest.raises(data.InputError, match="too few"):
+        data.hold_out(data.Examples("f", ["a"], labels=["0"]))
+
+
+@pytest.mark.parametrize(
+    ("spec", "dev"), [("sst2:train", "sst2:dev"), ("stsb:train", "stsb:dev"), ("trec:train", "trec:test")]
+)
+def test_builtin_training_set_uses_its_dev_split(spec: str, dev: str) -> None:
+    from edgeslim import data
+
+    train, chosen, how = data.train_and_dev(spec, None, (None, None, None), None, (50, 20))
+    assert how == dev and chosen.name == dev and len(chosen) == 20 and len(train) == 50
+    assert data.DEV_SPLITS["conll2003:train"] == "conll2003:valid"
+
+
+def test_max_drop_split_is_disjoint_and_seeded() -> None:
+    from edgeslim import budget
+
+    select, held = budget.split_rows(11)
+    assert len(select) == 6 and len(held) == 5
+    assert set(select).isdisjoint(held) and set(select) | set(held) == set(range(11))
+    assert budget.split_rows(11) == (select, held) and budget.split_rows(11, seed=3) != (select, held)
+
+
+def test_max_drop_is_reported_on_the_held_out_half(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The search judges the selection half; the drop and the verdict come from the other half."""
+    import numpy as np
+
+    from edgeslim import budget, evaluation
+
+    def accuracy(model: Path, batches: list, labels: np.ndarray) -> float:
+        fp32 = model.parent.name == "src"
+        held = len(labels) == 3  # the held-out half below
+        return 1.0 if fp32 else (0.9 if held else 0.99)
+
+    monkeypatch.setattr(evaluation, "accuracy", accuracy)
+    split = budget.EvalSplit([{}], np.zeros(4), [{}], np.zeros(3))
+    cfg = type("Cfg", (), {"max_drop": 0.02, "eval": "e.tsv", "max_fp32_nodes": None, "mode": "dynamic"})()
+    (tmp_path / "src").mkdir()
+    search = budget.meet_drop(tmp_path / "src", tmp_path / "q", cfg, lambda *a: None, tmp_path, split)
+    assert search["selection"]["drop"] == pytest.approx(0.01) and search["rounds"] == [
+        {"kept_fp32": 0, "accuracy": 0.99}
+    ]
+    assert search["drop"] == pytest.approx(0.1) and search["held_out"]["drop"] == search["drop"]
+    assert not search["met"] and search["split"] == {"seed": 0, "selection": 4, "held_out": 3}
