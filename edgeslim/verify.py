@@ -78,8 +78,11 @@ class ArtifactInvalid(InputError):
 
 
 def _inside(path: Path, root: Path) -> bool:
-    """True when `path`, with symlinks and '..' resolved, lies within `root`."""
-    return path.resolve().is_relative_to(root.resolve())
+    """True when `path`, with symlinks and '..' resolved, lies within `root` (False for a loop)."""
+    try:
+        return path.resolve().is_relative_to(root.resolve())
+    except (OSError, RuntimeError):  # a symlink loop (RuntimeError before Python 3.13)
+        return False
 
 
 def _read_manifest(directory: Path, result: Result) -> dict[str, Any]:
@@ -170,6 +173,11 @@ def _check_symlinks(directory: Path, result: Result) -> None:
                 continue
             rel = path.relative_to(directory).as_posix()
             target = os.readlink(path)
+            try:
+                path.resolve(strict=False)
+            except (OSError, RuntimeError):
+                result.problems.append(f"{rel}: symlink loop (to {target})")
+                continue
             if not _inside(path, directory):
                 result.problems.append(
                     f"{rel}: symlink to {target}, outside the artifact (replace it with a copy of the file)"

@@ -106,6 +106,7 @@ def _symlink_out(art: Path) -> None:
     (outside / "secret.txt").write_text("x")
     os.symlink(outside, art / "extra")  # a folder
     os.symlink(outside / "secret.txt", art / "notes.txt")  # a file
+    os.symlink("loop", art / "loop")  # points at itself
 
 
 CORRUPTIONS: list[tuple[str, bool, Callable[[Path], None], list[str]]] = [
@@ -114,7 +115,12 @@ CORRUPTIONS: list[tuple[str, bool, Callable[[Path], None], list[str]]] = [
     ("location outside", True, _outside_location, ["'../outside.bin'", "outside the artifact"]),
     ("missing data file", True, _missing_data, ["'model.onnx_data'", "file is missing"]),
     ("short data file", True, _short_data, ["file has 1000 bytes", "cut off"]),
-    ("symlinks out", False, _symlink_out, ["extra: symlink to", "notes.txt: symlink to"]),
+    (
+        "symlinks out",
+        False,
+        _symlink_out,
+        ["extra: symlink to", "notes.txt: symlink to", "loop: symlink loop"],
+    ),
 ]
 
 
