@@ -77,8 +77,11 @@ def read_manifest(directory: Path) -> dict[str, Any]:
         )
     try:
         manifest: dict[str, Any] = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{path} is not valid JSON ({exc}): re-create the artifact") from None
+    if not isinstance(manifest, dict):
+        kind = type(manifest).__name__
+        raise InputError(f"{path} holds a JSON {kind}, not an object: re-create the artifact")
     if manifest.get("schema") != SCHEMA:
         raise InputError(f"{path} has schema {manifest.get('schema')!r}, expected {SCHEMA!r}")
     return manifest

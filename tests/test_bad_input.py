@@ -88,8 +88,13 @@ def test_output_exists_needs_force(bert_fp32: Path, tiny_bert: Path, tmp_path: P
     (out / "keep").write_text("x")
     _fails(["export", str(tiny_bert), "-o", str(out)], 4, "--force")
     assert (out / "keep").exists()
-    assert cli(["export", str(tiny_bert), "-o", str(out), "--force"]).exit_code == 0
-    assert not (out / "keep").exists() and (out / "model.onnx").exists()
+    _fails(["export", str(tiny_bert), "-o", str(out), "--force"], 4, "not written by edgeslim")
+    assert (out / "keep").exists()  # --force never deletes a folder edgeslim did not write
+    ours = tmp_path / "ours"
+    assert cli(["export", str(tiny_bert), "-o", str(ours)]).exit_code == 0
+    (ours / "keep").write_text("x")
+    assert cli(["export", str(tiny_bert), "-o", str(ours), "--force"]).exit_code == 0
+    assert not (ours / "keep").exists() and (ours / "model.onnx").exists()
 
 
 def test_output_not_writable(tiny_bert: Path, tmp_path: Path) -> None:
