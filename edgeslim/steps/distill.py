@@ -143,10 +143,18 @@ def _student(teacher: Any, teacher_dir: Path, cfg: Config, task: str) -> tuple[A
     return students.reduce_layers(teacher, mapping), mapping
 
 
-def run(src: str, cfg: Config, out: Path, hook_factory: Callable[[Any], Any] | None = None) -> dict[str, Any]:
+def run(
+    src: str,
+    cfg: Config,
+    out: Path,
+    hook_factory: Callable[[Any], Any] | None = None,
+    owner: str = "",
+) -> dict[str, Any]:
     """Distill teacher `src` into a student written as a HF directory to `out`.
 
-    `hook_factory(student)` makes a trainer hook (prune uses it to sparsify while distilling)."""
+    `hook_factory(student)` makes a trainer hook (prune uses it to sparsify while distilling);
+    `owner` identifies the calling step's run (prune/simplify recovery), so that its checkpoint
+    resumes only that run."""
     import torch
 
     from edgeslim import distillation, trainer, training
@@ -193,7 +201,7 @@ def run(src: str, cfg: Config, out: Path, hook_factory: Callable[[Any], Any] | N
         )
     settings = training.loop_settings(cfg)
     hook = hook_factory(student) if hook_factory else None
-    run_id = fingerprint(src, cfg) + (json.dumps(hook.describe(), sort_keys=True) if hook else "")
+    run_id = fingerprint(src, cfg) + owner + (json.dumps(hook.describe(), sort_keys=True) if hook else "")
     result = trainer.train(
         wrapper, loss_fn, batches, evaluate, training.METRIC[task], out, settings, run_id, hook
     )
@@ -216,10 +224,19 @@ def run(src: str, cfg: Config, out: Path, hook_factory: Callable[[Any], Any] | N
 
 
 def recover(
-    student: Path, teacher: Path, cfg: Any, out: Path, hook_factory: Callable[[Any], Any] | None = None
+    student: Path,
+    teacher: Path,
+    cfg: Any,
+    out: Path,
+    hook_factory: Callable[[Any], Any] | None = None,
+    owner: str = "",
 ) -> dict[str, Any]:
     """Distill `teacher` into the transformed `student` directory (KL + hidden states) and
-    leave the result in `out` (used by prune and simplify); `student` is removed after."""
+    leave the result in `out` (used by prune and simplify); `student` is removed after.
+
+    Resumable: the checkpoint lives in `out`/recovery (inside the step's kept `.NAME.partial`),
+    written about four times per run; `owner` (the calling step's fingerprint) ties it to that
+    step's model and settings."""
     import shutil
 
     dcfg = Config(
@@ -228,15 +245,15 @@ def recover(
         eval=cfg.eval,
         max_steps=cfg.recover_steps,
         eval_every=cfg.recover_steps,
-        save_every=cfg.recover_steps,
+        save_every=max(1, min(100, cfg.recover_steps // 4)),
         max_length=cfg.max_length,
         seed=cfg.seed,
         lr=1e-4,
         losses=Weights(kl=1.0, hidden=1.0),
     )
     work = out / "recovery"
-    work.mkdir()
-    summary = run(str(teacher), dcfg, work, hook_factory)
+    work.mkdir(exist_ok=True)  # a rerun after a kill finds its checkpoint here
+    summary = run(str(teacher), dcfg, work, hook_factory, owner)
     for item in work.iterdir():
         shutil.move(str(item), out / item.name)
     work.rmdir()

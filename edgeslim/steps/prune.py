@@ -4,6 +4,7 @@ accuracy by distilling from the unpruned teacher. Output: a smaller HF directory
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -64,6 +65,11 @@ class Config(StepConfig):
     latency_seq: int = Field(128, gt=1, description="Sequence length of the latency measurement.")
     latency_threads: int = Field(2, gt=0, description="Threads of the latency measurement.")
 
+    @property
+    def resumable(self) -> bool:  # type: ignore[override]
+        """Recovery is training: its `.NAME.partial` (checkpoint) survives a kill, to resume."""
+        return self.recover_with is not None
+
 
 def _importance_batches(path: Path, cfg: Config) -> list[dict[str, Any]]:
     from edgeslim import data, evaluation, train_data
@@ -83,6 +89,7 @@ def run(src: str, cfg: Config, out: Path) -> dict[str, Any]:
 
     from edgeslim import pruning, students
     from edgeslim.steps import distill
+    from edgeslim.steps.finetune import fingerprint
 
     if not (cfg.heads or cfg.ffn or cfg.keep_layers or cfg.unstructured):
         raise InputError("nothing to prune: give --heads, --ffn, --keep-layers and/or --unstructured")
@@ -132,7 +139,8 @@ def run(src: str, cfg: Config, out: Path) -> dict[str, Any]:
     model.save_pretrained(pruned)
     models.save_tokenizer(path, pruned)
     if cfg.recover_with:
-        record["recovery"] = distill.recover(pruned, cfg.recover_with, cfg, out, hook_factory)
+        owner = fingerprint(src, cfg)  # the checkpoint resumes only this prune (source, fractions)
+        record["recovery"] = distill.recover(pruned, cfg.recover_with, cfg, out, hook_factory, owner)
         if hook_factory is not None:
             record["sparsity"] = record["recovery"].pop("sparsity")
     if cfg.unstructured:
@@ -180,6 +188,7 @@ def _cycles(src: str, cfg: Config, out: Path) -> dict[str, Any]:
         raise InputError(
             "--cycles alternates structured pruning with recovery: give --recover-with, not --unstructured"
         )
+    shutil.rmtree(out / ".latency", ignore_errors=True)  # a killed run's half-made exports
     latency = _Latency(src, out / ".latency", cfg) if cfg.target_latency else None
 
     def per_cycle(total: float | None) -> float | None:
@@ -198,24 +207,16 @@ def _cycles(src: str, cfg: Config, out: Path) -> dict[str, Any]:
             }
         )
         directory = out / f"cycle{cycle + 1}"
-        directory.mkdir()
-        run(current, step_cfg, directory)
-        record = json.loads((directory / "edgeslim-prune.json").read_text())
-        entry = {
-            "cycle": cycle + 1,
-            "parameters": record["parameters_after"],
-            "dev": record["recovery"]["student_best"],
-        }
-        if latency is not None:
-            entry["latency_fraction"] = latency.fraction(directory)
+        entry = _cycle(current, step_cfg, directory, cycle + 1, latency)
         history.append(entry)
         current = str(directory)
-        if cfg.target_params and record["parameters_after"] <= cfg.target_params:
+        if cfg.target_params and entry["parameters"] <= cfg.target_params:
             break
         if cfg.target_latency and entry["latency_fraction"] <= cfg.target_latency:
             break
     for item in Path(current).iterdir():
-        shutil.move(str(item), out / item.name)
+        if item.name != CYCLE_DONE:
+            shutil.move(str(item), out / item.name)
     for cycle in range(cfg.cycles):
         shutil.rmtree(out / f"cycle{cycle + 1}", ignore_errors=True)
     shutil.rmtree(out / ".latency", ignore_errors=True)
@@ -223,6 +224,33 @@ def _cycles(src: str, cfg: Config, out: Path) -> dict[str, Any]:
     final["cycles"] = history
     (out / "edgeslim-prune.json").write_text(json.dumps(final, indent=2) + "\n")
     return {"cycles": history}
+
+
+CYCLE_DONE = ".cycle.json"  # a finished cycle's entry: a rerun after a kill skips that cycle
+
+
+def _cycle(src: str, cfg: Config, directory: Path, number: int, latency: _Latency | None) -> dict[str, Any]:
+    """One prune -> recover cycle into `directory` (resumed by a rerun), and its history entry."""
+    done = directory / CYCLE_DONE
+    try:
+        entry: dict[str, Any] = json.loads(done.read_text())
+        return entry
+    except (OSError, ValueError):  # not finished (or the file was damaged): run the cycle
+        pass
+    directory.mkdir(exist_ok=True)
+    run(src, cfg, directory)
+    record = json.loads((directory / "edgeslim-prune.json").read_text())
+    entry = {
+        "cycle": number,
+        "parameters": record["parameters_after"],
+        "dev": record["recovery"]["student_best"],
+    }
+    if latency is not None:
+        entry["latency_fraction"] = latency.fraction(directory)
+    tmp = done.with_name(f"{CYCLE_DONE}.tmp")
+    tmp.write_text(json.dumps(entry))
+    os.replace(tmp, done)
+    return entry
 
 
 class _Latency:

@@ -32,6 +32,11 @@ class Config(StepConfig):
     max_length: int = Field(128, gt=1, description="Max tokens for recovery.")
     seed: int = Field(0, description="Seed.")
 
+    @property
+    def resumable(self) -> bool:  # type: ignore[override]
+        """Recovery is training: its `.NAME.partial` (checkpoint) survives a kill, to resume."""
+        return self.recover_with is not None and bool(self.activation or self.share_layers)
+
 
 def run(src: str, cfg: Config, out: Path) -> dict[str, Any]:
     """Simplify model `src` into the HF directory `out`."""
@@ -39,6 +44,7 @@ def run(src: str, cfg: Config, out: Path) -> dict[str, Any]:
 
     from edgeslim import data, pruning, simplify
     from edgeslim.steps import distill
+    from edgeslim.steps.finetune import fingerprint
 
     if not (cfg.activation or cfg.share_layers or cfg.trim_vocab):
         raise InputError("nothing to simplify: give --activation, --share-layers and/or --trim-vocab")
@@ -60,7 +66,8 @@ def run(src: str, cfg: Config, out: Path) -> dict[str, Any]:
         changed = out / "changed"
         model.save_pretrained(changed)
         models.save_tokenizer(path, changed)
-        record["recovery"] = distill.recover(changed, cfg.recover_with, cfg, out)
+        owner = fingerprint(src, cfg)  # the checkpoint resumes only this simplification
+        record["recovery"] = distill.recover(changed, cfg.recover_with, cfg, out, owner=owner)
         current = out
         model = models.load(out, models.head_task(json.loads((out / "config.json").read_text())))
     if cfg.trim_vocab:
