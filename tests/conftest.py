@@ -132,3 +132,61 @@ def cli(args: list[str]):  # type: ignore[no-untyped-def]
 def leftovers(directory: Path) -> list[str]:
     """Temporary names a failed write might leave behind."""
     return [p.name for p in directory.iterdir() if ".tmp" in p.name or ".old" in p.name]
+
+
+def ort_outputs(artifact: Path, texts: list[str], pairs: list[str] | None = None) -> dict:
+    """Every output of `artifact` on `texts`, computed with plain onnxruntime and the artifact's
+    own tokenizer (not through edgeslim), for tests that check edgeslim's figures."""
+    import numpy as np
+    import onnxruntime as ort
+    from transformers import AutoTokenizer
+
+    batch = AutoTokenizer.from_pretrained(artifact)(texts, pairs, padding=True, return_tensors="np")
+    sess = ort.InferenceSession(str(artifact / "model.onnx"), providers=["CPUExecutionProvider"])
+    feeds = {i.name: np.asarray(batch[i.name], dtype=np.int64) for i in sess.get_inputs()}
+    return dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds), strict=True))
+
+
+@pytest.fixture(scope="session")
+def balanced_cls(
+    tiny_factory: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
+    """A tiny 2-label classifier whose predictions split 60 texts about evenly, exported as is
+    ("artifact") and with its head negated ("negated": every prediction flipped); "own" holds the
+    texts labelled with the artifact's own predictions, "flipped" with the other class."""
+    import random
+
+    import torch
+    from transformers import AutoModelForSequenceClassification, BertTokenizerFast
+
+    source = tiny_factory("bert", "seq", 2)
+    rng = random.Random(0)
+    texts = [" ".join(f"w{rng.randrange(90)}" for _ in range(rng.randint(2, 12))) for _ in range(80)]
+    base = tmp_path_factory.mktemp("balanced")
+    made: dict[str, Path] = {}
+    for name, sign in (("artifact", 1.0), ("negated", -1.0)):
+        model = AutoModelForSequenceClassification.from_pretrained(source).eval()
+        with torch.no_grad():  # spread the (text-dependent) margins, then centre them on 0
+            model.classifier.weight.mul_(100.0)
+            batch = BertTokenizerFast.from_pretrained(source)(texts, padding=True, return_tensors="pt")
+            margin = model(**batch).logits @ torch.tensor([-1.0, 1.0])
+            model.classifier.bias[1] -= margin.median()
+            model.classifier.weight.mul_(sign)
+            model.classifier.bias.mul_(sign)
+        model.save_pretrained(base / f"{name}-hf")
+        for item in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+            (base / f"{name}-hf" / item).write_bytes((source / item).read_bytes())
+        made[name] = base / name
+        result = cli(
+            ["export", str(base / f"{name}-hf"), "--task", "sequence-classification", "-o", str(made[name])]
+        )
+        assert result.exit_code == 0, result.output
+    logits = ort_outputs(made["artifact"], texts)["logits"]
+    sure = [i for i, row in enumerate(logits) if abs(row[1] - row[0]) > 1e-3]  # no near-ties
+    preds = logits.argmax(-1)
+    for name, flip in (("own", 0), ("flipped", 1)):
+        made[name] = base / f"{name}.tsv"
+        rows = "".join(f"{texts[i]}\t{int(preds[i]) ^ flip}\n" for i in sure[:60])
+        made[name].write_text("sentence\tlabel\n" + rows)
+    assert 20 <= sum(int(preds[i]) for i in sure[:60]) <= 40  # both classes well represented
+    return made

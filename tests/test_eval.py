@@ -1,91 +1,114 @@
 import json
+import random
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import cli
+import pytest
+from conftest import cli, ort_outputs
 
 
-def test_eval_classification_json(cls_artifact: Path) -> None:
-    result = cli(["eval", str(cls_artifact), "--data", "sst2:dev", "--limit", "100", "--json"])
+def _eval(artifact: Path, data: Path | str, *args: str) -> dict:
+    result = cli(["eval", str(artifact), "--data", str(data), *args, "--json"])
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output[result.output.index("{") :])
-    assert report["n"] == 100 and set(report["metrics"]) == {"accuracy", "macro_f1", "mcc"}
-    acc = report["metrics"]["accuracy"]
-    assert acc["ci95"][0] <= acc["value"] <= acc["ci95"][1]
+    return json.loads(result.output[result.output.index("{") :])
 
 
-def test_eval_reference_fidelity(cls_artifact: Path) -> None:
-    result = cli(
-        [
-            "eval",
-            str(cls_artifact),
-            "--data",
-            "sst2:dev",
-            "--limit",
-            "50",
-            "--reference",
-            str(cls_artifact),
-            "--json",
-        ]
-    )
-    report = json.loads(result.output[result.output.index("{") :])
-    assert report["fidelity"]["logits"]["top1_agreement"] == 1.0
+def test_eval_classification_json(balanced_cls: dict[str, Path]) -> None:
+    """Labelled with the model's own predictions every metric is perfect; with the other class,
+    accuracy is 0 and MCC -1."""
+    report = _eval(balanced_cls["artifact"], balanced_cls["own"])
+    assert report["n"] == 60 and set(report["metrics"]) == {"accuracy", "macro_f1", "mcc"}
+    assert {k: v["value"] for k, v in report["metrics"].items()} == {
+        "accuracy": 1.0,
+        "macro_f1": 1.0,
+        "mcc": 1.0,
+    }
+    flipped = _eval(balanced_cls["artifact"], balanced_cls["flipped"])["metrics"]
+    assert flipped["accuracy"]["value"] == 0.0 and flipped["mcc"]["value"] == -1.0
+    half = _eval(balanced_cls["artifact"], "sst2:dev", "--limit", "100")["metrics"]["accuracy"]
+    assert half["ci95"][0] < half["value"] < half["ci95"][1] and half["ci95"][1] - half["ci95"][0] > 0.05
+
+
+def test_eval_reference_fidelity(balanced_cls: dict[str, Path]) -> None:
+    art, negated, data = balanced_cls["artifact"], balanced_cls["negated"], balanced_cls["own"]
+    same = _eval(art, data, "--reference", str(art))["fidelity"]["logits"]
+    assert same["top1_agreement"] == 1.0 and same["kl"] == pytest.approx(0.0, abs=1e-9)
+    other = _eval(art, data, "--reference", str(negated))["fidelity"]["logits"]
+    assert other["top1_agreement"] == 0.0 and other["kl"] > 1e-5  # every prediction flipped
+    assert other["sqnr_db"] < 0 < same["sqnr_db"]  # negated logits: noise twice the signal
+
+
+def _pairs(path: Path, sign: int) -> Path:
+    """40 pairs of in-vocabulary sentences: b is a with k of 6 words replaced, score sign*(6-k)."""
+    rng = random.Random(0)
+    rows = []
+    for _ in range(40):
+        a = [f"w{rng.randrange(90)}" for _ in range(6)]
+        b, k = list(a), rng.randint(1, 5)
+        for i in rng.sample(range(6), k):
+            b[i] = f"w{rng.randrange(90)}"
+        rows.append(f"{' '.join(a)},{' '.join(b)},{sign * (6 - k)}\n")
+    path.write_text("a,b,score\n" + "".join(rows))
+    return path
 
 
 def test_eval_embeddings_on_pairs(bert_fused: Path, tmp_path: Path) -> None:
-    path = tmp_path / "pairs.csv"
-    path.write_text("a,b,score\n" + "".join(f"w{i} w{i + 1},w{i} w{i + 2},{i % 5}\n" for i in range(30)))
-    result = cli(
-        [
-            "eval",
-            str(bert_fused),
-            "--data",
-            str(path),
-            "--text-column",
-            "a",
-            "--pair-column",
-            "b",
-            "--label-column",
-            "score",
-            "--json",
-        ]
-    )
-    assert result.exit_code == 0, result.output
-    assert "spearman_cosine" in json.loads(result.output[result.output.index("{") :])["metrics"]
+    columns = ["--text-column", "a", "--pair-column", "b", "--label-column", "score"]
+    up = _eval(bert_fused, _pairs(tmp_path / "up.csv", 1), *columns)["metrics"]["spearman_cosine"]
+    down = _eval(bert_fused, _pairs(tmp_path / "down.csv", -1), *columns)["metrics"]["spearman_cosine"]
+    assert up["value"] > 0.5  # more shared words, closer embeddings
+    assert down["value"] == pytest.approx(-up["value"], abs=1e-4)  # reversed scores, reversed ranks
 
 
 def test_eval_regression(tiny_factory: Callable[..., Path], tmp_path: Path) -> None:
     art = tmp_path / "reg"
     result = cli(["export", str(tiny_factory("bert", "base")), "--task", "regression", "-o", str(art)])
     assert result.exit_code == 0, result.output
-    result = cli(["eval", str(art), "--data", "stsb:dev", "--limit", "60", "--json"])
-    assert result.exit_code == 0, result.output
-    assert set(json.loads(result.output[result.output.index("{") :])["metrics"]) == {"pearson", "spearman"}
+    rng = random.Random(0)
+    texts = [" ".join(f"w{rng.randrange(90)}" for _ in range(rng.randint(2, 12))) for _ in range(40)]
+    scores = ort_outputs(art, texts)["logits"][:, 0]
+    for name, sign in (("same", 1.0), ("reversed", -1.0)):  # scored by the model itself, or negated
+        rows = "".join(f"{t}\t{sign * 1000 * s:.6f}\n" for t, s in zip(texts, scores, strict=True))
+        (tmp_path / f"{name}.tsv").write_text("sentence\tlabel\n" + rows)
+        metrics = _eval(art, tmp_path / f"{name}.tsv")["metrics"]
+        assert set(metrics) == {"pearson", "spearman"}
+        assert metrics["pearson"]["value"] == pytest.approx(sign, abs=1e-3)
+        assert metrics["spearman"]["value"] == pytest.approx(sign, abs=1e-3)
 
 
 def test_eval_token_classification(tiny_factory: Callable[..., Path], tmp_path: Path) -> None:
-    model = tiny_factory("bert", "tok", 5)
-    config = json.loads((model / "config.json").read_text())
+    """A tagger biased to say B-PER for every word: entity F1 follows seqeval's entity counts."""
+    import torch
+    from transformers import AutoModelForTokenClassification
+
     labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
-    config["id2label"] = dict(enumerate(labels))
-    config["label2id"] = {v: k for k, v in enumerate(labels)}
-    relabelled = tmp_path / "tok"
-    relabelled.mkdir()
-    for item in model.iterdir():
-        (relabelled / item.name).write_bytes(item.read_bytes())
-    (relabelled / "config.json").write_text(json.dumps(config))
+    model = AutoModelForTokenClassification.from_pretrained(tiny_factory("bert", "tok", 5))
+    model.config.id2label, model.config.label2id = (
+        dict(enumerate(labels)),
+        {v: k for k, v in enumerate(labels)},
+    )
+    with torch.no_grad():
+        model.classifier.bias[1] += 10.0  # B-PER wins on every token
+    tagger = tmp_path / "tok"
+    model.save_pretrained(tagger)
+    for item in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (tagger / item).write_bytes((tiny_factory("bert", "tok", 5) / item).read_bytes())
     art = tmp_path / "a"
-    assert cli(["export", str(relabelled), "--task", "token-classification", "-o", str(art)]).exit_code == 0
+    assert cli(["export", str(tagger), "--task", "token-classification", "-o", str(art)]).exit_code == 0
     data = tmp_path / "ner.tsv"
-    data.write_text("tokens\tner_tags\n" + "w1 w2 w3\tB-PER I-PER O\n" * 10 + "w4 w5\tB-LOC O\n" * 10)
-    result = cli(["eval", str(art), "--data", str(data), "--label-column", "ner_tags", "--json"])
-    assert result.exit_code == 0, result.output
-    f1 = json.loads(result.output[result.output.index("{") :])["metrics"]["entity_f1"]
-    assert 0.0 <= f1["value"] <= 1.0
+    args = ["--label-column", "ner_tags"]
+    data.write_text("tokens\tner_tags\n" + "w1 w2 w3\tB-PER B-PER B-PER\n" * 10)
+    assert _eval(art, data, *args)["metrics"]["entity_f1"]["value"] == 1.0  # gold = predictions
+    # + 10 rows with one two-word PER (gold) vs two one-word PERs (predicted): tp 30, pred 50, gold 40
+    data.write_text(data.read_text() + "w4 w5\tB-PER I-PER\n" * 10)
+    f1 = _eval(art, data, *args)["metrics"]["entity_f1"]
+    assert f1["value"] == pytest.approx(2 * 30 / (50 + 40), abs=1e-4)
+    data.write_text("tokens\tner_tags\n" + "w1 w2 w3\tB-LOC I-LOC O\n" * 10)
+    assert _eval(art, data, *args)["metrics"]["entity_f1"]["value"] == 0.0  # no entity found
     data.write_text("tokens\tner_tags\nw1 w2\tB-ORG O\n")
-    bad = cli(["eval", str(art), "--data", str(data), "--label-column", "ner_tags"])
+    bad = cli(["eval", str(art), "--data", str(data), *args])
     assert bad.exit_code == 3 and "B-ORG" in bad.output
 
 
