@@ -337,10 +337,11 @@ def scores(examples: Examples) -> list[float]:
         try:
             value = float(label)
         except ValueError:
-            value = math.nan
-        if not math.isfinite(value):
+            value = None
+        if value is None or not math.isfinite(value):
+            what = "non-numeric" if value is None else "not a finite number"
             raise InputError(
-                f"{examples.name} row {number}: score '{label[:40]}' is not a finite number: "
+                f"{examples.name} row {number}: score '{label[:40]}' is {what}: "
                 "regression and similarity data need numeric scores"
             )
         values.append(value)

@@ -191,7 +191,9 @@ def _token_metrics(
     bootstrap: int,
 ) -> dict[str, Any]:
     """Entity-level F1 (seqeval) from first-subtoken predictions, words beyond max length as O."""
-    config = json.loads((artifact / "config.json").read_text())
+    from edgeslim import models
+
+    config = models.read_json(artifact / "config.json")
     id2label = {int(k): v for k, v in (config.get("id2label") or {}).items()}
     gold = [labels.split(" ") for labels in _labels(examples)]
     known = set(id2label.values())

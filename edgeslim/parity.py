@@ -51,15 +51,24 @@ def save_reference(path: Path, cases: list[Feeds], outputs: list[dict[str, np.nd
 
 def load_reference(path: Path) -> tuple[list[Feeds], list[dict[str, np.ndarray]]]:
     """Read back what save_reference wrote."""
+    import zipfile
+
+    from edgeslim.errors import InputError
+
     cases: dict[int, Feeds] = {}
     outs: dict[int, dict[str, np.ndarray]] = {}
-    with np.load(path) as data:
-        for key in data.files:
-            case, kind, name = key.split("/")
-            index = int(case.removeprefix("case"))
-            (cases if kind == "in" else outs).setdefault(index, {})[name] = data[key]
-    order = sorted(cases)
-    return [cases[i] for i in order], [outs[i] for i in order]
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            for key in data.files:
+                case, kind, name = key.split("/")
+                index = int(case.removeprefix("case"))
+                (cases if kind == "in" else outs).setdefault(index, {})[name] = data[key]
+        order = sorted(cases)
+        return [cases[i] for i in order], [outs[i] for i in order]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise InputError(
+            f"{path} is not a valid reference file ({type(exc).__name__}): re-export the artifact"
+        ) from None
 
 
 def compare(

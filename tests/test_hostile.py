@@ -203,7 +203,7 @@ ROWS: list[tuple[str, Build, list[str], int, str]] = [
         write("t.tsv", "sentence\tlabel\nw1\t0.5\nw2\thigh\nw3\t0.1\n"),
         [*FINETUNE, "--task", "regression", "--data", "{in}/t.tsv", "--eval", "{in}/t.tsv"],
         3,
-        "score 'high' is not a finite number",
+        "score 'high' is non-numeric",
     ),
     (
         "regression-nan-score",
@@ -217,7 +217,7 @@ ROWS: list[tuple[str, Build, list[str], int, str]] = [
         write("p.tsv", "sentence1\tsentence2\tscore\nw1\tw2\t0.5\nw3\tw4\tn/a\n"),
         ["eval", "{emb}", "--data", "{in}/p.tsv", "--pair-column", "sentence2", "--label-column", "score"],
         3,
-        "row 2: score 'n/a'",
+        "row 2: score 'n/a' is non-numeric",
     ),
     (
         "train-non-utf8",
@@ -406,6 +406,27 @@ ROWS: list[tuple[str, Build, list[str], int, str]] = [
         3,
         "",
     ),
+    (
+        "artifact-config-json-list",
+        both(artifact_copy(replace_file("config.json", b"[]")), write("d.tsv", TSV_OK)),
+        ["eval", "{in}/art", "--data", "{in}/d.tsv"],
+        3,
+        "JSON list",
+    ),
+    (
+        "artifact-config-heads-string",
+        artifact_copy(config_edit(num_attention_heads="4")),
+        ["optimize", "{in}/art", "-o", "{out}"],
+        3,
+        "num_attention_heads is '4'",
+    ),
+    (
+        "reference-npz-corrupt",
+        artifact_copy(replace_file("reference.npz", b"PK\x03\x04 not a zip")),
+        ["optimize", "{in}/art", "-o", "{out}"],
+        3,
+        "not a valid reference file",
+    ),
     ("not-an-artifact", NO_BUILD, ["optimize", "{in}", "-o", "{out}"], 3, "edgeslim.json"),
     ("absent-provider", NO_BUILD, ["bench", "{art}", "--ep", "cuda"], 7, ""),
 ]
@@ -532,3 +553,27 @@ def test_max_drop_is_reported_on_the_held_out_half(tmp_path: Path, monkeypatch: 
     ]
     assert search["drop"] == pytest.approx(0.1) and search["held_out"]["drop"] == search["drop"]
     assert not search["met"] and search["split"] == {"seed": 0, "selection": 4, "held_out": 3}
+
+
+@pytest.mark.parametrize(
+    ("mode", "flag"), [("dynamic", "--fidelity-data"), ("static", "--calib"), ("dynamic", "--eval")]
+)
+def test_quantize_reads_data_before_any_work(
+    env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str, flag: str
+) -> None:
+    """A bad data file fails in seconds, before preprocessing or quantizing starts."""
+    from edgeslim import quantization
+
+    def too_early(*args: object, **kwargs: object) -> None:
+        raise AssertionError("quantization started before the data was validated")
+
+    for name in ("preprocess", "dynamic", "static", "calibrate"):
+        monkeypatch.setattr(quantization, name, too_early)
+    (tmp_path / "bad.jsonl").write_text('{"text": "w1", "label": 0}\n{"label": 1}\n')
+    extra = ["--max-drop", "0.1"] if flag == "--eval" else []
+    out = tmp_path / "o"
+    result = cli(
+        ["quantize", str(env.art), "-o", str(out), "--mode", mode, flag, str(tmp_path / "bad.jsonl"), *extra]
+    )
+    assert result.exit_code == 3 and "row 2 has no 'text'" in result.output, result.output
+    assert not out.exists() and leftovers(tmp_path) == []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -99,8 +98,10 @@ def run(src: Path, cfg: Config, out: Path) -> dict[str, Any]:
 
     manifest = artifacts.read_manifest(src)
     inspection.load_graph(src / artifacts.MODEL)  # a corrupt file fails here, as bad input
-    config = json.loads((src / "config.json").read_text())
+    config = models.read_config(src)  # an object, a supported architecture, sane sizes
     arch = models.arch_of(config)
+    if not (src / artifacts.REFERENCE).is_file():
+        raise InputError(f"{src} has no {artifacts.REFERENCE}: re-export the artifact (parity needs it)")
     start = time.perf_counter()
     artifacts.copy_companions(src, out)
     report, check = _fuse(src, out, arch, config, cfg, shape_inference=False), None

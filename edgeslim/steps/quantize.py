@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from collections.abc import Callable
@@ -72,7 +71,7 @@ def _check_input(src: Path, manifest: dict[str, Any], cfg: Config) -> list[str]:
     ops = {n.op_type for n in graph.graph.node}
     if ops & set(inspection.QUANT_OPS) or any(s.get("type") == "quantize" for s in manifest["steps"]):
         raise InputError(f"{src} is already quantized: quantize the fp32 (optimized) artifact instead")
-    config = json.loads((src / "config.json").read_text())
+    config = models.read_config(src)
     if cfg.quantize_embeddings and "EmbedLayerNormalization" in ops:
         raise InputError(
             "the embedding tables are fused into EmbedLayerNormalization, which has no "
