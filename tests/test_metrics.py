@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
 from scipy import stats
+from scipy.special import softmax
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+from sklearn.metrics.pairwise import cosine_similarity
 
 from edgeslim import metrics
 
@@ -36,11 +38,25 @@ def test_bootstrap_ci_contains_value_and_narrows_with_n() -> None:
 
     small, large = width(100), width(3000)
     assert large < small / 3  # ~1/sqrt(n): 5.5x narrower expected
+    assert large == pytest.approx(2 * 1.96 * np.sqrt(0.8 * 0.2 / 3000), rel=0.2)  # normal approximation
 
 
 def test_fidelity_figures() -> None:
-    a = np.random.default_rng(0).normal(size=(50, 8))
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(50, 8)), rng.normal(size=(50, 8))
     assert metrics.sqnr_db(a, a) == float("inf")
     assert metrics.sqnr_db(a, a + 0.01 * a) == pytest.approx(40.0, abs=0.01)
+    assert metrics.sqnr_db(a, a + 0.1 * b) == pytest.approx(20.0, abs=1.0)  # noise 1/100 of the power
     assert metrics.kl_divergence(a, a) == pytest.approx(0.0, abs=1e-12)
-    assert np.allclose(metrics.cosine_rows(a, 2 * a), 1.0)
+    p, q = softmax(a, axis=-1), softmax(b, axis=-1)
+    assert metrics.kl_divergence(a, b) == pytest.approx(float(np.mean(stats.entropy(p, q, axis=-1))))
+    assert metrics.kl_divergence(a, b) != pytest.approx(metrics.kl_divergence(b, a))  # direction matters
+    assert np.allclose(metrics.cosine_rows(a, 2 * a), 1.0) and np.allclose(metrics.cosine_rows(a, -a), -1.0)
+    assert np.allclose(metrics.cosine_rows(a, b), np.diag(cosine_similarity(a, b)))
+    figures = metrics.fidelity(
+        {"logits": a, "sentence_embedding": a}, {"logits": b, "sentence_embedding": -a}
+    )
+    assert figures["logits"]["top1_agreement"] == pytest.approx(np.mean(a.argmax(-1) == b.argmax(-1)))
+    assert figures["logits"]["top1_agreement"] < 0.5 and figures["sentence_embedding"][
+        "cosine_mean"
+    ] == pytest.approx(-1.0)
