@@ -335,7 +335,8 @@ def train(
     """Train `model` in place; return the best eval, the history and where the best weights are.
 
     `hook` (e.g. sparsity.Sparsifier) sees every synchronised backward (`after_backward()`) and
-    every optimizer step (`after_step(step, total)`); its state_dict() is checkpointed."""
+    every optimizer step (`after_step(step, total)`); its state_dict() (a flat dict of
+    tensors and JSON values) is checkpointed."""
     import torch
     from accelerate import Accelerator
     from transformers import get_linear_schedule_with_warmup
