@@ -2,6 +2,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
 from conftest import cli
 
 from edgeslim import artifacts
@@ -55,6 +56,41 @@ def test_taylor_importance_and_layers(tiny_factory: Callable[..., Path], tmp_pat
     ]
 
 
+def test_taylor_importance_is_gradient_times_weight(tiny_factory: Callable[..., Path]) -> None:
+    """With batches, head and FFN scores are |grad x weight| sums (not the magnitude scores)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from edgeslim import pruning
+
+    source = tiny_factory("bert", "seq", 2)
+    model = AutoModelForSequenceClassification.from_pretrained(source)
+    batch = dict(
+        AutoTokenizer.from_pretrained(source)(["w1 w2 w3", "w4 w5", "w6"], padding=True, return_tensors="pt")
+    )
+    batch["labels"] = torch.tensor([0, 1, 1])
+    torch.manual_seed(0)  # dropout is on while the gradients accumulate
+    heads = pruning.head_importance(model, [batch])
+    torch.manual_seed(0)
+    ffn = pruning.ffn_importance(model, [batch])
+    torch.manual_seed(0)
+    model.train()
+    model(**batch).loss.backward()
+    for i, block in enumerate(model.bert.encoder.layer):
+        attn, size = block.attention, 8  # 32 hidden / 4 heads
+        qkv = [attn.self.query.weight, attn.self.key.weight, attn.self.value.weight]
+        out = attn.output.dense.weight.detach()
+        manual = torch.zeros(4)
+        for h in range(4):
+            rows = slice(h * size, (h + 1) * size)
+            manual[h] = sum(float((w[rows] * w.grad[rows]).detach().abs().sum()) for w in qkv)
+            manual[h] += float((out[:, rows] * attn.output.dense.weight.grad[:, rows]).abs().sum())
+        assert torch.allclose(heads[i], manual, rtol=1e-4)
+        up, down = block.intermediate.dense.weight, block.output.dense.weight
+        expected = (up * up.grad).abs().sum(1) + (down * down.grad).abs().sum(0)
+        assert torch.allclose(ffn[i], expected.detach(), rtol=1e-4)
+
+
 def test_prune_with_recovery(tiny_factory: Callable[..., Path], tmp_path: Path) -> None:
     teacher = tiny_factory("bert", "seq", 2)
     result = _prune(
@@ -63,6 +99,14 @@ def test_prune_with_recovery(tiny_factory: Callable[..., Path], tmp_path: Path) 
     assert result.exit_code == 0, result.output
     names = {p.name for p in (tmp_path / "p").iterdir()}
     assert {"config.json", "model.safetensors", "edgeslim-prune.json", "edgeslim-train.json"} <= names
+    assert json.loads((tmp_path / "p" / "edgeslim-train.json").read_text())["steps"] == 2
+    assert _prune(teacher, tmp_path / "plain", "--ffn", "0.5").exit_code == 0  # the same pruning, no recovery
+    from safetensors.torch import load_file
+
+    recovered, plain = (load_file(d / "model.safetensors") for d in (tmp_path / "p", tmp_path / "plain"))
+    assert recovered.keys() == plain.keys()
+    changed = [k for k in plain if not torch.equal(recovered[k], plain[k])]
+    assert any("encoder.layer" in k for k in changed)  # recovery trained the pruned student
 
 
 def test_prune_bad_input(tiny_factory: Callable[..., Path], tmp_path: Path) -> None:
@@ -87,6 +131,15 @@ def test_unstructured_magnitude(tiny_factory: Callable[..., Path], tmp_path: Pat
     assert all(0.79 <= v <= 0.81 for v in record["sparsity"].values())
     assert record["zipped_bytes"]["after"] < record["zipped_bytes"]["before"]
     assert "not a speed win" in record["note"]
+    from safetensors.torch import load_file
+
+    name = "bert.encoder.layer.0.intermediate.dense.weight"
+    before = load_file(tiny_factory("bert", "seq", 2) / "model.safetensors")[name]
+    after = load_file(tmp_path / "p" / "model.safetensors")[name]
+    zeros = after == 0
+    assert 0.79 <= float(zeros.float().mean()) <= 0.81  # the saved model holds the zeros
+    assert float(before[zeros].abs().max()) <= float(before[~zeros].abs().min())  # the smallest went
+    assert torch.equal(after[~zeros], before[~zeros])  # and the rest are untouched
 
 
 def test_iterative_cycles_track_metric(tiny_factory: Callable[..., Path], tmp_path: Path) -> None:
