@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import cli
 
 from edgeslim.errors import EXIT_CODES
@@ -25,14 +26,22 @@ def test_help_imports_nothing_heavy() -> None:
     assert done.stdout.strip() == "[]"
 
 
-def test_doctor_json() -> None:
-    result = cli(["doctor", "--json"])
-    assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
-    assert "CPUExecutionProvider" in report["execution_providers"]
-    assert report["versions"]["onnxruntime"]
-    assert isinstance(report["cpu"]["flags"], list)
-    assert isinstance(report["warnings"], list)
+def test_doctor_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    """doctor reports the (injected) CPU facts and the warnings they call for."""
+    from edgeslim import doctor
+
+    for cpu, expect in (
+        ({"machine": "x86_64", "flags": ["avx2", "fma"]}, {"VNNI", "bf16"}),
+        ({"machine": "x86_64", "flags": ["avx2", "avx512_vnni", "avx512_bf16"]}, set()),
+    ):
+        monkeypatch.setattr(doctor, "cpu_info", lambda cpu=cpu: cpu)
+        result = cli(["doctor", "--json"])
+        assert result.exit_code == 0, result.output
+        report = json.loads(result.output)
+        assert "CPUExecutionProvider" in report["execution_providers"]
+        assert report["versions"]["onnxruntime"] and report["cpu"] == cpu
+        named = {word for word in ("VNNI", "bf16") if any(word in w for w in report["warnings"])}
+        assert named == expect
 
 
 def test_doctor_warns_on_known_bad_combinations() -> None:

@@ -1,10 +1,11 @@
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from conftest import cli, leftovers
 
-from edgeslim import artifacts, parity
+from edgeslim import artifacts, inspection, parity
 
 
 def test_tiny_bert_fuses_fully(bert_fused: Path) -> None:
@@ -14,6 +15,9 @@ def test_tiny_bert_fuses_fully(bert_fused: Path) -> None:
     assert kinds["skip_layer_norm"]["found"] == 4 and kinds["embed_layer_norm"]["found"] == 1
     assert step["fusion"]["full"] and step["parity"]["max_abs_diff"] <= 1e-4
     assert (bert_fused / "reference.npz").exists() and (bert_fused / "vocab.txt").exists()
+    ops = Counter(n.op_type for n in inspection.load_graph(bert_fused / "model.onnx").graph.node)
+    assert (ops["Attention"], ops["SkipLayerNormalization"], ops["EmbedLayerNormalization"]) == (2, 4, 1)
+    assert "Softmax" not in ops  # the record matches the graph: no unfused attention left
 
 
 def test_unfusable_attention_fails_require_full_fusion(

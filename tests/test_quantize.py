@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import cli, leftovers
+from conftest import cli, leftovers, ort_outputs
 
 from edgeslim import artifacts, evaluation, inspection
 
@@ -20,6 +20,16 @@ def _quantize(src: Path, out: Path, *args: str) -> dict:
     return artifacts.read_manifest(out)["steps"][-1]
 
 
+def _sqnr_here(reference: Path, quantized: Path) -> float:
+    """SQNR (dB) of the sentence embeddings on 40 in-vocabulary texts, computed here."""
+    rng = random.Random(0)
+    texts = [" ".join(f"w{rng.randrange(90)}" for _ in range(rng.randint(2, 12))) for _ in range(40)]
+    a, b = (
+        ort_outputs(art, texts)["sentence_embedding"].astype(np.float64) for art in (reference, quantized)
+    )
+    return float(10 * np.log10((a**2).sum() / ((a - b) ** 2).sum()))
+
+
 def test_dynamic_int8(bert_fused: Path, tmp_path: Path) -> None:
     step = _quantize(bert_fused, tmp_path / "q")
     ops = _ops(tmp_path / "q")
@@ -27,6 +37,8 @@ def test_dynamic_int8(bert_fused: Path, tmp_path: Path) -> None:
     assert ops.get("QAttention") == 2 and "MatMul" not in ops  # every MatMul quantized
     assert step["fidelity"]["sentence_embedding"]["sqnr_db"] > 15
     assert step["fidelity"]["sentence_embedding"]["cosine_mean"] > 0.98
+    here = _sqnr_here(bert_fused, tmp_path / "q")  # the recorded figure is a real measurement
+    assert here < 100 and step["fidelity"]["sentence_embedding"]["sqnr_db"] == pytest.approx(here, abs=5)
     assert step["defaults"]["per_channel"] is True and step["fidelity_data"]["n"] == 200
     assert [row["index"] for row in step["layer_sqnr"]] == list(range(len(step["layer_sqnr"])))
 
@@ -117,6 +129,8 @@ def test_fp16(bert_fused: Path, tmp_path: Path) -> None:
     assert report["initializer_bytes"].get("FLOAT16", 0) > report["initializer_bytes"].get("FLOAT", 0)
     assert {o["dtype"] for o in report["outputs"]} == {"FLOAT"}
     assert step["fidelity"]["sentence_embedding"]["sqnr_db"] > 40
+    here = _sqnr_here(bert_fused, tmp_path / "q")
+    assert here < 100 and step["fidelity"]["sentence_embedding"]["sqnr_db"] == pytest.approx(here, abs=5)
     assert any("fp16" in n for n in step["notes"])
 
 
