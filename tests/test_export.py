@@ -4,7 +4,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import cli, leftovers
+import torch
+from conftest import cli, leftovers, ort_outputs
 
 from edgeslim import artifacts, parity, runtime
 from edgeslim.errors import ParityError
@@ -30,6 +31,18 @@ def test_export_every_architecture_with_parity(
     for name in ("model.onnx", "config.json", "vocab.txt", "reference.npz", "edgeslim.json"):
         assert (out / name).exists(), name
     assert leftovers(tmp_path) == []
+    # and independently of edgeslim's own parity record: the source checkpoint in transformers
+    from transformers import AutoModel, AutoTokenizer
+
+    texts = ["w1 w2 w3 w4 w5 w6 w7", "w8 w9", "w10 w11 w12 w13 w14"]  # batch 3, padded
+    batch = AutoTokenizer.from_pretrained(out)(texts, padding=True, return_tensors="pt")
+    source = AutoModel.from_pretrained(tiny_factory(arch)).eval()
+    feeds = {k: v for k, v in batch.items() if k in source.forward.__code__.co_varnames}
+    with torch.no_grad():
+        want = source(**feeds).last_hidden_state.numpy()
+    got = ort_outputs(out, texts)["last_hidden_state"]
+    mask = batch["attention_mask"].numpy().astype(bool)
+    np.testing.assert_allclose(got[mask], want[mask], atol=1e-4)
 
 
 def test_max_length_case_uses_model_limit(bert_fp32: Path) -> None:
