@@ -258,6 +258,12 @@ def recover(
         shutil.move(str(item), out / item.name)
     work.rmdir()
     shutil.rmtree(student)
+    # the student was a temporary folder of the calling step: record what it was, not where
+    record = out / "edgeslim-train.json"
+    if record.is_file():
+        data = json.loads(record.read_text())
+        data.get("config", {})["student"] = "the calling step's transformed model"
+        artifacts.write_json(record, data)
     return summary
 
 
