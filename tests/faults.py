@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 RUN = "import sys; from edgeslim.cli import main; sys.argv = ['edgeslim'] + sys.argv[1:]; main()"
-RECORDS = ("edgeslim-train.json", "edgeslim-prune.json", "edgeslim-simplify.json")
+RECORDS = ("edgeslim-train.json", "edgeslim-prune.json", "edgeslim-simplify.json", "report.json")
 
 
 @dataclass
@@ -59,24 +59,29 @@ def contents(case: Case, out: Path) -> object:
         recorded = artifacts.read_manifest(out)["files"]
         assert recorded == artifacts.file_hashes(out), f"{out}: files differ from its manifest"
         return recorded
-    assert any((out / name).exists() for name in RECORDS), f"{out}: a model directory without its record"
+    assert any((out / name).exists() for name in RECORDS), f"{out}: an output without its record"
     return artifacts.file_hashes(out)
 
 
 def sweep(case: Case, work: Path, seed: int, kills: int) -> Case:
-    """Run `case` whole once, then kill it `kills` times at seeded moments and rerun each."""
-    work.mkdir(parents=True, exist_ok=True)
-    reference = work / "reference"
+    """Run `case` whole once, then kill it `kills` times at seeded moments and rerun each.
+
+    Each run writes `work/<run>/out` (a recipe's cache lies beside it, so runs share nothing).
+    """
+    reference = work / "reference" / "out"
+    reference.parent.mkdir(parents=True)
     began = time.monotonic()
     proc = _start(case, reference)
-    first_write = _first_write(proc, work, reference.name)
+    first_write = _first_write(proc, reference)
     _finish(proc)
     whole = time.monotonic() - began
     expected = contents(case, reference)
     rng = random.Random(seed)
     for index in range(kills):
-        out = work / f"k{index}"
-        moment = rng.uniform(first_write if first_write is not None else 0.5, whole)
+        out = work / f"k{index}" / "out"
+        out.parent.mkdir(parents=True)
+        # after the command started working (its first temporary; else 30% in: past the imports)
+        moment = rng.uniform(first_write if first_write is not None else 0.3 * whole, whole)
         proc = _start(case, out)
         time.sleep(moment)
         killed = proc.poll() is None
@@ -88,17 +93,17 @@ def sweep(case: Case, work: Path, seed: int, kills: int) -> Case:
             _finish(_start(case, out))
         if case.deterministic and case.output == "dir":
             assert contents(case, out) == expected, f"{case.name}: rerun after a kill differs"
-        stray = [p.name for p in work.iterdir() if p.name.startswith(f".{out.name}.")]
+        stray = [p.name for p in out.parent.iterdir() if p.name.startswith(".out.")]
         assert stray == [], f"{case.name}: left {stray}"
         case.kills.append({"at_s": round(moment, 2), "killed": killed, "output_after_kill": left is not None})
     return case
 
 
-def _first_write(proc: subprocess.Popen[str], work: Path, name: str) -> float | None:
+def _first_write(proc: subprocess.Popen[str], out: Path) -> float | None:
     """Seconds until the command first writes anything beside its output (its temporary)."""
     began = time.monotonic()
     while proc.poll() is None:
-        if any(p.name.startswith(f".{name}.") for p in work.iterdir()):
+        if any(p.name.startswith(f".{out.name}.") for p in out.parent.iterdir()):
             return time.monotonic() - began
         time.sleep(0.01)
     return None

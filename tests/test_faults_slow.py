@@ -7,7 +7,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import cli
 from faults import Case, sweep
 
 KILLS = 3
@@ -27,7 +26,10 @@ TRAIN = [
 
 def _cases(tiny: Path, seq: Path, fused: Path, work: Path) -> list[Case]:
     budgets = work / "budgets.yaml"
-    budgets.write_text("max_size_mb: 100\nmax_params: 100000000\n")
+    budgets.write_text(
+        "max_size_mb: 100\nmax_params: 100000000\n"
+        "latency:\n  - {ep: cpu, threads: 1, batch: 1, seq: 32, max_p50_ms: 1000}\n"
+    )
     recipe = work / "recipe.yaml"
     recipe.write_text(
         f"name: faults\nmodel: {tiny}\noutput: OUT\nsteps:\n  - type: export\n  - type: optimize\n"
@@ -75,7 +77,7 @@ def _cases(tiny: Path, seq: Path, fused: Path, work: Path) -> list[Case]:
         Case("eval", ["eval", str(fused), "--data", "stsb:dev", "--limit", "200"], output="none"),
         Case(
             "bench",
-            ["bench", str(fused), "--runs", "30", "--out", "OUT"],
+            ["bench", str(fused), "--runs", "400", "--seq", "32", "--threads", "1", "--out", "OUT"],
             output="json",
             deterministic=False,
         ),
@@ -87,17 +89,31 @@ def _cases(tiny: Path, seq: Path, fused: Path, work: Path) -> list[Case]:
     ]
 
 
+NAMES = [
+    "export",
+    "optimize",
+    "quantize dynamic",
+    "quantize static (calibration)",
+    "finetune",
+    "distill",
+    "prune + recovery",
+    "simplify + recovery",
+    "eval",
+    "bench",
+    "report",
+    "gate",
+    "recipe run",
+]
+
+
 @pytest.mark.slow
-def test_sigkill_sweep_over_every_step(
-    tiny_factory: Callable[..., Path], bert_fused: Path, tmp_path: Path
+@pytest.mark.parametrize("name", NAMES)
+def test_sigkill_at_random_moments(
+    name: str, tiny_factory: Callable[..., Path], bert_fused: Path, tmp_path: Path
 ) -> None:
     tiny, seq = tiny_factory("bert"), tiny_factory("bert", "seq", 2)
-    assert cli(["--help"]).exit_code == 0
-    lines = []
-    for index, case in enumerate(_cases(tiny, seq, bert_fused, tmp_path)):
-        done = sweep(case, tmp_path / f"case{index}", seed=index, kills=KILLS)
-        killed = sum(bool(k["killed"]) for k in done.kills)
-        lines.append(
-            f"{case.name}: {killed}/{KILLS} killed mid-run, moments {[k['at_s'] for k in done.kills]} s"
-        )
-    print("\n".join(lines))
+    cases = {case.name: case for case in _cases(tiny, seq, bert_fused, tmp_path)}
+    assert list(cases) == NAMES
+    done = sweep(cases[name], tmp_path / "work", seed=NAMES.index(name), kills=KILLS)
+    killed = sum(bool(k["killed"]) for k in done.kills)
+    print(f"\n{name}: {killed}/{KILLS} killed mid-run at {[k['at_s'] for k in done.kills]} s")
