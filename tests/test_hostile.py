@@ -115,9 +115,48 @@ def recipe(body: str) -> Build:
     return build
 
 
+def external_data(location: str, outside: bool = True) -> Callable[[Path], None]:
+    """Store the graph's weights as external data at `location` (relative to the model)."""
+
+    def edit(directory: Path) -> None:
+        import onnx
+
+        model = onnx.load(str(directory / "model.onnx"))
+        onnx.save(model, str(directory / "model.onnx"), save_as_external_data=True, location="w.bin")
+        data = (directory / "w.bin").read_bytes()
+        (directory / "w.bin").unlink()
+        if location != "missing":
+            (directory / location).write_bytes(data)
+        if location == "missing" or location.startswith(".."):
+            model = onnx.load(str(directory / "model.onnx"), load_external_data=False)
+            for tensor in model.graph.initializer:
+                for entry in tensor.external_data:
+                    if entry.key == "location":
+                        entry.value = location if location != "missing" else "model.onnx_data"
+            onnx.save(model, str(directory / "model.onnx"))
+
+    return edit
+
+
+def symlink_out(directory: Path) -> None:
+    """A folder inside the artifact that is a link to a folder outside it."""
+    outside = directory.parent / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("not the artifact's")
+    (directory / "extra").symlink_to(outside)
+
+
+def budgets(text: str) -> Build:
+    return write("b.yaml", text)
+
+
+GATE = ["gate", "{in}/art", "--budgets", "{in}/b.yaml"]
+
+
 RECIPE = "name: t\nmodel: {model}\noutput: {out}\n"
 EXPORT = "steps:\n  - type: export\n"
 NO_BUILD: Build = lambda inp, env: None  # noqa: E731
+NO_EDIT: Callable[[Path], None] = lambda directory: None  # noqa: E731
 TSV_OK = "sentence\tlabel\nw1 w2\t0\nw3 w4\t1\n"
 HUGE = "sentence\tlabel\n" + "w1 " * 400_000 + "\t0\n"
 QUOTED = 'sentence,label\n"w1, w2",0\n"w3\nw4 ""w5""",1\nw6,0\n'
@@ -429,6 +468,77 @@ ROWS: list[tuple[str, Build, list[str], int, str]] = [
     ),
     ("not-an-artifact", NO_BUILD, ["optimize", "{in}", "-o", "{out}"], 3, "edgeslim.json"),
     ("absent-provider", NO_BUILD, ["bench", "{art}", "--ep", "cuda"], 7, ""),
+    # --- verify, gate, bench, inspect: artifacts that lie about themselves --------------------
+    (
+        "external-data-outside",
+        artifact_copy(external_data("../outside.bin")),
+        ["verify", "{in}/art"],
+        3,
+        "outside",
+    ),
+    (
+        "gate-size-only-missing-data",
+        both(artifact_copy(external_data("missing")), budgets("max_size_mb: 100\n")),
+        GATE,
+        3,
+        "model.onnx_data",
+    ),
+    (
+        "inspect-missing-data",
+        artifact_copy(external_data("missing")),
+        ["inspect", "{in}/art"],
+        3,
+        "model.onnx_data",
+    ),
+    ("symlink-out-verify", artifact_copy(symlink_out), ["verify", "{in}/art"], 3, "outside"),
+    (
+        "symlink-out-copied",
+        artifact_copy(symlink_out),
+        ["optimize", "{in}/art", "-o", "{out}"],
+        3,
+        "symbolic link",
+    ),
+    ("onnx-truncated-verify", artifact_copy(truncate("model.onnx")), ["verify", "{in}/art"], 3, ""),
+    (
+        "manifest-a-list",
+        artifact_copy(replace_file("edgeslim.json", b"[]")),
+        ["inspect", "{in}/art"],
+        3,
+        "JSON list",
+    ),
+    ("budgets-empty", both(artifact_copy(NO_EDIT), budgets("")), GATE, 3, "no budget"),
+    ("budgets-comments-only", both(artifact_copy(NO_EDIT), budgets("# todo\n")), GATE, 3, "no budget"),
+    (
+        "budgets-wrong-units",
+        both(artifact_copy(NO_EDIT), budgets("max_size_mb: 12 MB\n")),
+        GATE,
+        3,
+        "max_size_mb",
+    ),
+    (
+        "budgets-bytes-as-mb",
+        both(artifact_copy(NO_EDIT), budgets("max_size_mb: 25000000\n")),
+        GATE,
+        3,
+        "max_size_mb",
+    ),
+    ("bench-threads-0", NO_BUILD, ["bench", "{art}", "--threads", "0"], 3, "threads"),
+    ("bench-batch-0", NO_BUILD, ["bench", "{art}", "--batch", "0"], 3, "batch"),
+    ("bench-seq-0", NO_BUILD, ["bench", "{art}", "--seq", "0"], 3, "seq"),
+    (
+        "ep-library-unknown-name",
+        NO_BUILD,
+        ["bench", "{art}", "--ep-library", "nosuchep=/tmp/lib.so"],
+        3,
+        "nosuchep",
+    ),
+    (
+        "force-on-a-foreign-folder",
+        write("keep.txt", "mine"),
+        ["optimize", "{art}", "-o", "{in}", "--force"],
+        4,
+        "not written by edgeslim",
+    ),
 ]
 
 
