@@ -184,6 +184,7 @@ def staging(out: Path, force: bool, resumable: bool = False) -> Iterator[Path]:
     main = is_main_process()
     with locking.hold(out) if main else contextlib.nullcontext():
         if main:
+            check_output(out, force)  # again under the lock: another run may have just finished
             sweep(out)
         yield from _stage(out, resumable, main)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeslim import artifacts, fingerprint, locking, models, steps, ui
-from edgeslim.errors import BudgetNotMet, OutputError
+from edgeslim.errors import BudgetNotMet, EdgeslimError, OutputError
 from edgeslim.recipe import Recipe, step_reference
 
 CACHE_DIR = ".edgeslim-cache"
@@ -74,7 +74,7 @@ def plan(recipe: Recipe, cache: Path) -> list[dict[str, Any]]:
                 "key": previous,
                 "dir": directory,
                 "inputs": inputs,
-                "cached": (directory / STEP_SUMMARY).exists(),  # written only when the step succeeded
+                "cached": cached_summary(directory) is not None,  # written only when the step succeeded
             }
         )
     return rows
@@ -82,13 +82,14 @@ def plan(recipe: Recipe, cache: Path) -> list[dict[str, Any]]:
 
 def _owned_by(out: Path, recipe: Recipe) -> bool:
     """True when `out` is an earlier output of this same recipe (safe to replace)."""
-    if (out / "edgeslim-recipe.json").exists():  # a recipe that ends in a model step
-        return bool(json.loads((out / "edgeslim-recipe.json").read_text()).get("name") == recipe.name)
     try:
-        manifest = artifacts.read_manifest(out)
-    except Exception:
+        if (out / "edgeslim-recipe.json").exists():  # a recipe that ends in a model step
+            record = json.loads((out / "edgeslim-recipe.json").read_text())
+        else:
+            record = artifacts.read_manifest(out).get("recipe")
+    except (OSError, ValueError, EdgeslimError):
         return False
-    return bool(manifest.get("recipe", {}).get("name") == recipe.name)
+    return isinstance(record, dict) and record.get("name") == recipe.name
 
 
 def run_recipe(recipe: Recipe, output: Path | None, force: bool, dry_run: bool) -> dict[str, Any]:
@@ -110,21 +111,43 @@ def run_recipe(recipe: Recipe, output: Path | None, force: bool, dry_run: bool) 
         raise OutputError(
             f"{out} exists and was not made by recipe '{recipe.name}': choose another output or pass --force"
         )
-    with locking.hold(out) if artifacts.is_main_process() else contextlib.nullcontext():
-        return _execute(recipe, rows, out)
+    with contextlib.ExitStack() as held:
+        if artifacts.is_main_process():
+            held.enter_context(locking.hold(out))
+        return _execute(recipe, rows, out, held)
 
 
-def _execute(recipe: Recipe, rows: list[dict[str, Any]], out: Path) -> dict[str, Any]:
-    """Run or reuse each planned step, then write the final artifact `out`."""
+def cached_summary(directory: Path) -> dict[str, Any] | None:
+    """The summary of a finished cache entry, or None (absent or unreadable: run it again)."""
+    try:
+        summary = json.loads((directory / STEP_SUMMARY).read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) else None
+
+
+def _execute(
+    recipe: Recipe, rows: list[dict[str, Any]], out: Path, held: contextlib.ExitStack
+) -> dict[str, Any]:
+    """Run or reuse each planned step, then write the final artifact `out`.
+
+    Each cache entry is locked when the run reaches it and stays locked to the end (it is the
+    next step's input): another run can neither replace nor delete it meanwhile; whether it
+    is cached is decided again under the lock.
+    """
     start, record, src = time.perf_counter(), [], Path()
     source: str | Path = recipe.model
     failures = []
     for index, row in enumerate(rows):
         step, began = row["step"], time.perf_counter()
         label = f"[{index + 1}/{len(rows)}] {step.type}"
-        if row["cached"]:
+        if artifacts.is_main_process():
+            held.enter_context(locking.hold(row["dir"]))
+        cached = cached_summary(row["dir"])
+        row["cached"] = cached is not None
+        if cached is not None:
             ui.note(f"{label}: reused (cached in {row['dir']})")
-            summary: dict[str, Any] = json.loads((row["dir"] / STEP_SUMMARY).read_text())
+            summary: dict[str, Any] = cached
         else:
             ui.note(f"{label}: running")
             number = step_reference(getattr(step, "recover_with", None))

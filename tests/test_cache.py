@@ -95,3 +95,56 @@ def test_changed_model_file_invalidates_the_first_step(tiny_bert: Path, tmp_path
     vocab = model / "tokenizer_config.json"
     vocab.write_text(vocab.read_text().replace("}", ', "model_max_length": 33}', 1))
     assert pipeline.plan(recipe, tmp_path / "cache")[0]["key"] != first  # tokenizer files count
+
+
+def test_a_cache_entry_held_by_another_run_is_neither_reused_nor_replaced(
+    tiny_bert: Path, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    path = _recipe(tmp_path, tiny_bert, "steps:\n  - type: export\n  - type: optimize\n")
+    assert cli(["run", str(path)]).exit_code == 0
+    entry = pipeline.plan(load(path), tmp_path / pipeline.CACHE_DIR)[0]["dir"]
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from edgeslim import locking\n"
+            "with locking.hold(Path(sys.argv[1])):\n print('held', flush=True); time.sleep(60)",
+            str(entry),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        other = cli(["run", str(path), "-o", str(tmp_path / "other")])  # another output, same cache
+        assert other.exit_code == 4 and f"pid {holder.pid}" in other.output, other.output
+    finally:
+        holder.kill()
+        holder.wait()
+    assert cli(["run", str(path), "-o", str(tmp_path / "other")]).exit_code == 0
+
+
+def test_an_output_finished_by_another_run_meanwhile_is_not_replaced(
+    bert_fp32: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import contextlib
+    import shutil
+
+    from edgeslim import locking
+
+    out, real = tmp_path / "o", locking.hold
+
+    @contextlib.contextmanager
+    def slow_hold(target: Path):  # type: ignore[no-untyped-def]
+        if target == out and not out.exists():  # another run finishes while this one waits
+            shutil.copytree(bert_fp32, out)
+        with real(target):
+            yield
+
+    monkeypatch.setattr(locking, "hold", slow_hold)
+    result = cli(["optimize", str(bert_fp32), "-o", str(out)])
+    assert result.exit_code == 4 and "already exists" in result.output
+    assert artifacts.read_manifest(out)["steps"][-1]["type"] == "export"  # the other run's output
