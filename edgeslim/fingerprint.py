@@ -94,7 +94,8 @@ def _leaves(value: Any) -> Iterator[Any]:
 
     if isinstance(value, BaseModel):
         for name in type(value).model_fields:
-            yield from _leaves(getattr(value, name))
+            if name != "data_dir":  # a folder of datasets: the ones used are hashed by name
+                yield from _leaves(getattr(value, name))
     elif isinstance(value, dict):
         for item in value.values():
             yield from _leaves(item)

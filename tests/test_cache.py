@@ -148,3 +148,15 @@ def test_an_output_finished_by_another_run_meanwhile_is_not_replaced(
     result = cli(["optimize", str(bert_fp32), "-o", str(out)])
     assert result.exit_code == 4 and "already exists" in result.output
     assert artifacts.read_manifest(out)["steps"][-1]["type"] == "export"  # the other run's output
+
+
+def test_data_dir_is_not_hashed_whole_only_the_datasets_used(tmp_path: Path) -> None:
+    from edgeslim.steps import evaluate
+
+    (tmp_path / "sst2").mkdir()
+    (tmp_path / "sst2" / "glue_dev.tsv").write_text("sentence\tlabel\ngood\t1\n")
+    (tmp_path / "unrelated.bin").write_bytes(b"x" * 1000)
+    cfg = evaluate.Config(data="sst2:dev", data_dir=tmp_path)
+    assert fingerprint.inputs(cfg, tmp_path) == {
+        "sst2:dev": fingerprint.sha256_tree(tmp_path / "sst2" / "glue_dev.tsv")
+    }
