@@ -239,6 +239,37 @@ def seal(directory: Path) -> None:
         write_json(directory / MANIFEST, {**manifest, FILES: file_hashes(directory)})
 
 
+@contextlib.contextmanager
+def scratch(purpose: str) -> Iterator[Path]:
+    """A temporary work folder named after this process (edgeslim-PID-PURPOSE-*), removed on
+    exit; folders of processes that no longer exist (killed with SIGKILL) are swept first."""
+    import tempfile
+
+    sweep_scratch()
+    with tempfile.TemporaryDirectory(prefix=f"edgeslim-{os.getpid()}-{purpose}-") as tmp:
+        yield Path(tmp)
+
+
+def sweep_scratch(root: Path | None = None) -> None:
+    """Remove scratch folders whose process is gone."""
+    import tempfile
+
+    for item in (root or Path(tempfile.gettempdir())).glob("edgeslim-*-*"):
+        pid = item.name.split("-")[1]
+        if pid.isdigit() and item.is_dir() and not _alive(int(pid)):
+            shutil.rmtree(item, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def is_main_process() -> bool:
     """False on the non-zero ranks of `torchrun` / `accelerate launch` (they write nothing final)."""
     return os.environ.get("RANK", "0") == "0"

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from edgeslim import artifacts
 from edgeslim.errors import InputError, ProviderUnavailable
 
 PROVIDERS: dict[str, tuple[str, str]] = {
@@ -121,12 +122,11 @@ def node_placement(
     model: Path, ep: str, feeds: dict[str, Any], allow_fallback: bool = False
 ) -> dict[str, int]:
     """Nodes per execution provider, from one profiled run (a partial fall-back shows here)."""
-    import tempfile
 
     options = session_options(ep, 1, allow_fallback)
-    with tempfile.TemporaryDirectory() as tmp:
+    with artifacts.scratch("profile") as tmp:
         options.enable_profiling = True
-        options.profile_file_prefix = str(Path(tmp) / "profile")
+        options.profile_file_prefix = str(tmp / "profile")
         sess = create_session(model, ep, options, allow_fallback)
         names = {i.name for i in sess.get_inputs()}
         sess.run(None, {k: v for k, v in feeds.items() if k in names})

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -238,7 +237,7 @@ def tensor_outputs(
     """Run `model` with intermediate tensors `names` exposed as outputs; per name, per batch."""
     import onnx
 
-    from edgeslim import runtime
+    from edgeslim import artifacts, runtime
 
     graph = onnx.load(str(model))
     present = {o for node in graph.graph.node for o in node.output}
@@ -247,8 +246,8 @@ def tensor_outputs(
     for name in wanted:
         if name not in existing:
             graph.graph.output.append(onnx.helper.make_tensor_value_info(name, elem_type, None))
-    with tempfile.TemporaryDirectory(prefix="edgeslim-probe-") as tmp:
-        path = Path(tmp) / "probe.onnx"
+    with artifacts.scratch("probe") as tmp:
+        path = tmp / "probe.onnx"
         # External data only past protobuf's 2 GB limit: onnx's external-data writer resolves
         # paths against the working directory and left stray <uuid>.data files there.
         large = graph.ByteSize() > 1_800_000_000

@@ -13,6 +13,7 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -40,9 +41,10 @@ def _start(case: Case, out: Path) -> subprocess.Popen[str]:
     )
 
 
-def _finish(proc: subprocess.Popen[str]) -> None:
+def _finish(proc: subprocess.Popen[str]) -> str:
     _, err = proc.communicate(timeout=900)
     assert proc.returncode == 0, err[-2000:]
+    return err
 
 
 def contents(case: Case, out: Path) -> object:
@@ -89,13 +91,27 @@ def sweep(case: Case, work: Path, seed: int, kills: int) -> Case:
             proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=60)
         left = contents(case, out)  # absent or complete, never half-written
+        partial = out.parent / ".out.partial"
+        checkpoint = (partial / "checkpoint").exists() or (partial / "recovery" / "checkpoint").exists()
         if left is None:
-            _finish(_start(case, out))
+            err = _finish(_start(case, out))
+            assert not checkpoint or "resuming from step" in err, f"{case.name}: did not resume"
+        scratch = list(Path(tempfile.gettempdir()).glob(f"edgeslim-{proc.pid}-*"))
+        assert not scratch, f"{case.name}: the killed run's scratch folders were not swept: {scratch}"
+        if case.output == "none":
+            assert sorted(p.name for p in out.parent.iterdir()) == [], f"{case.name} wrote files"
         if case.deterministic and case.output == "dir":
             assert contents(case, out) == expected, f"{case.name}: rerun after a kill differs"
         stray = [p.name for p in out.parent.iterdir() if p.name.startswith(".out.")]
         assert stray == [], f"{case.name}: left {stray}"
-        case.kills.append({"at_s": round(moment, 2), "killed": killed, "output_after_kill": left is not None})
+        case.kills.append(
+            {
+                "at_s": round(moment, 2),
+                "killed": killed,
+                "resumed": checkpoint,
+                "output_after_kill": left is not None,
+            }
+        )
     return case
 
 

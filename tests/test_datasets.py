@@ -33,6 +33,22 @@ def test_shipped_files_match_their_checksums_and_carry_licences() -> None:
     for source in ("Socher", "Cer", "Li & Roth", "Merity", "CC BY-SA"):
         assert source in readme
     assert (shipped / "stsb" / "ORIGINAL_LICENSE.txt").exists()
+    for folder in ("sst2", "trec", "wikitext2"):
+        assert "License" in (shipped / folder / "LICENSE.md").read_text()
+
+
+def test_every_shipped_file_is_declared_as_package_data() -> None:
+    """An installed wheel carries what pyproject's package-data globs name: all of it."""
+    import fnmatch
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    root = Path(__file__).parents[1]
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    shipped = data.packaged_data()
+    files = [p.relative_to(shipped.parent).as_posix() for p in shipped.rglob("*") if p.is_file()]
+    assert len(files) >= 12
+    for name in files:
+        assert any(fnmatch.fnmatch(name, g) for g in globs["edgeslim"]), f"{name} would not ship"
 
 
 def test_data_dir_overrides_and_missing_set_names_the_fix(

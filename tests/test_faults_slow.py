@@ -7,21 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import TRAIN_FAST
 from faults import Case, sweep
 
 KILLS = 3
-TRAIN = [
-    "--train-size",
-    "96",
-    "--eval-size",
-    "32",
-    "--batch-size",
-    "16",
-    "--eval-every",
-    "4",
-    "--save-every",
-    "4",
-]
 
 
 def _cases(tiny: Path, seq: Path, fused: Path, work: Path) -> list[Case]:
@@ -53,7 +42,7 @@ def _cases(tiny: Path, seq: Path, fused: Path, work: Path) -> list[Case]:
             "quantize static (calibration)",
             ["quantize", str(fused), "--mode", "static", "-o", "OUT"],
         ),
-        Case("finetune", ["finetune", str(seq), *TRAIN, "--max-steps", "12", "-o", "OUT"]),
+        Case("finetune", ["finetune", str(seq), *TRAIN_FAST, "--max-steps", "12", "-o", "OUT"]),
         Case(
             "distill",
             [
@@ -62,7 +51,7 @@ def _cases(tiny: Path, seq: Path, fused: Path, work: Path) -> list[Case]:
                 str(seq),
                 "--student-layers",
                 "1",
-                *TRAIN,
+                *TRAIN_FAST,
                 "--max-steps",
                 "12",
                 "-o",
@@ -129,4 +118,8 @@ def test_sigkill_at_random_moments(
     assert list(cases) == NAMES
     done = sweep(cases[name], tmp_path / "work", seed=NAMES.index(name), kills=KILLS)
     killed = sum(bool(k["killed"]) for k in done.kills)
-    print(f"\n{name}: {killed}/{KILLS} killed mid-run at {[k['at_s'] for k in done.kills]} s")
+    resumed = sum(bool(k["resumed"]) for k in done.kills)
+    print(
+        f"\n{name}: {killed}/{KILLS} killed mid-run at {[k['at_s'] for k in done.kills]} s, "
+        f"{resumed} resumed from a checkpoint"
+    )

@@ -119,3 +119,15 @@ def test_manifest_records_the_hash_of_every_file(bert_fused: Path) -> None:
     on_disk = {p.relative_to(bert_fused).as_posix() for p in bert_fused.rglob("*") if p.is_file()}
     assert set(manifest["files"]) == on_disk - {artifacts.MANIFEST}
     assert manifest["files"]["model.onnx"] == artifacts.sha256(bert_fused / "model.onnx")
+
+
+def test_scratch_folders_of_dead_processes_are_swept(tmp_path: Path) -> None:
+    from edgeslim import artifacts
+
+    dead = tmp_path / "edgeslim-999999-quantize-abc"  # no such pid (above pid_max defaults)
+    dead.mkdir()
+    (dead / "preprocessed.onnx").write_bytes(b"x" * 1000)
+    mine = tmp_path / f"edgeslim-{os.getpid()}-probe-xyz"
+    mine.mkdir()
+    artifacts.sweep_scratch(tmp_path)
+    assert not dead.exists() and mine.exists()

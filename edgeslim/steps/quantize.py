@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -252,14 +251,12 @@ def run(src: Path, cfg: Config, out: Path) -> dict[str, Any]:
         ui.note(f"note: {note}")
     external = len(artifacts.model_files(src)) > 1
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="edgeslim-quant-") as tmp:
-        work = Path(tmp)
-        with ui.quiet_logs():
-            quantize = _quantizer(src, cfg, work, defaults, external, calib)
-            quantize([], out / artifacts.MODEL)
-            search = None
-            if evaluation_set is not None:
-                search = budget.meet_drop(src, out, cfg, quantize, work, evaluation_set)
+    with artifacts.scratch("quantize") as work, ui.quiet_logs():
+        quantize = _quantizer(src, cfg, work, defaults, external, calib)
+        quantize([], out / artifacts.MODEL)
+        search = None
+        if evaluation_set is not None:
+            search = budget.meet_drop(src, out, cfg, quantize, work, evaluation_set)
     duration = time.perf_counter() - start
     artifacts.copy_companions(src, out)
     fidelity = evaluation.compare(
