@@ -8,7 +8,6 @@ Needs only onnxruntime and numpy (the runtime install).
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -100,23 +99,32 @@ def stats(ms: np.ndarray, batch: int) -> dict[str, float]:
 
 def make_feeds(models: dict[str, Path], batch: int, seq: int, seed: int = 0) -> Feeds:
     """Random token ids valid for every model (smallest vocabulary), full attention mask."""
-    vocab = min(
-        int(json.loads((p.parent / "config.json").read_text()).get("vocab_size", 1000))
-        if (p.parent / "config.json").exists()
-        else 1000
-        for p in models.values()
-    )
+    vocab = min(_vocab_size(p) for p in models.values())
     ids = np.random.default_rng(seed).integers(min(5, vocab - 1), vocab, size=(batch, seq), dtype=np.int64)
     return {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
 
 
+def _vocab_size(model: Path) -> int:
+    """vocab_size from the config.json beside `model` (1000 without one); InputError when unreadable."""
+    from edgeslim.models import check_sizes, read_json
+
+    path = model.parent / "config.json"
+    if not path.exists():
+        return 1000
+    config = read_json(path)
+    check_sizes(config, path)
+    return int(config.get("vocab_size", 1000))
+
+
 def max_length(models: dict[str, Path]) -> int | None:
     """The smallest max_length recorded in the models' manifests (None when none records one)."""
+    from edgeslim.models import read_json
+
     limits = []
     for path in models.values():
         manifest = path.parent / "edgeslim.json"
         if manifest.exists():
-            limits.append(int(json.loads(manifest.read_text()).get("max_length") or 0) or None)
+            limits.append(int(read_json(manifest).get("max_length") or 0) or None)
     known = [x for x in limits if x]
     return min(known) if known else None
 

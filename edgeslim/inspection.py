@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -156,7 +155,9 @@ def inspect(target: Path) -> dict[str, Any]:
     }
     config_path = directory / "config.json"
     if config_path.exists():
-        result["fusion"] = fusion_report(ops, json.loads(config_path.read_text()))
+        from edgeslim.models import read_json
+
+        result["fusion"] = fusion_report(ops, read_json(config_path))
     if manifest is not None:
         result["manifest"] = summarize_manifest(manifest)
     return result

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgeslim import train_data, trainer
+from edgeslim import models, train_data, trainer
 
 METRIC = {
     "sequence-classification": "accuracy",
@@ -32,17 +31,14 @@ def task_loss(model: Any, batch: dict[str, Any]) -> tuple[Any, dict[str, float]]
 
 def token_limit(path: Path, cfg: Any) -> int:
     """--max-length, capped by the longest input the model takes."""
-    from edgeslim import models
-
-    return min(cfg.max_length, models.max_length(path, json.loads((path / "config.json").read_text())))
+    return min(cfg.max_length, models.max_length(path, models.read_config(path)))
 
 
 def batch_maker(
     path: Path, examples: Any, labels: list[Any] | None, task: str, cfg: Any
 ) -> Callable[[int], list[dict[str, Any]]]:
     """epoch -> that epoch's padded, length-bucketed batches (tokenized once)."""
-    config = json.loads((path / "config.json").read_text())
-    pad = int(config.get("pad_token_id") or 0)
+    pad = models.pad_id(models.read_config(path))
     encoded = train_data.encode(
         path, examples, token_limit(path, cfg), labels, words=task == "token-classification"
     )
@@ -68,8 +64,7 @@ def dev_metric(
 
     from edgeslim import metrics
 
-    config = json.loads((path / "config.json").read_text())
-    pad = int(config.get("pad_token_id") or 0)
+    pad = models.pad_id(models.read_config(path))
     encoded = train_data.encode(
         path, dev, token_limit(path, cfg), labels, words=task == "token-classification"
     )
@@ -108,7 +103,7 @@ def similarity_metric(
     from edgeslim import data, metrics
     from edgeslim.distillation import pool
 
-    pad = int(json.loads((path / "config.json").read_text()).get("pad_token_id") or 0)
+    pad = models.pad_id(models.read_config(path))
     sides = []
     for texts in (dev.texts, dev.pairs):
         encoded = train_data.encode(path, data.Examples(dev.name, texts), token_limit(path, cfg), None)

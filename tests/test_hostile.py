@@ -165,6 +165,13 @@ QUANT = ["quantize", "{art}", "-o", "{out}"]
 EXPORT_M = ["export", "{in}/m", "--task", "sequence-classification", "-o", "{out}"]
 FINETUNE = ["finetune", "{model}", "-o", "{out}", "--max-steps", "1"]
 SAFETENSORS = "model.safetensors"
+STEPS_ON_M = [  # steps that read in/m's config.json themselves
+    ("prune", ["prune", "{in}/m", "-o", "{out}", "--heads", "0.5"]),
+    ("simplify", ["simplify", "{in}/m", "-o", "{out}", "--activation", "relu"]),
+    ("distill-teacher", ["distill", "--teacher", "{in}/m", "--student-layers", "1", "-o", "{out}"]),
+    ("distill-student", ["distill", "--teacher", "{model}", "--student", "{in}/m", "-o", "{out}"]),
+]
+CONFIG_BAD = [("list", b"[1, 2]", "JSON list"), ("not-utf8", b'{"a": "\xff"}', "not UTF-8")]
 
 # (id, build, args, exit code, message fragment)
 ROWS: list[tuple[str, Build, list[str], int, str]] = [
@@ -344,6 +351,12 @@ ROWS: list[tuple[str, Build, list[str], int, str]] = [
         "embedding table",
     ),
     ("model-missing", NO_BUILD, ["export", "{in}/nope", "-o", "{out}"], 3, "not found"),
+    # config.json read by the training steps (prune, simplify, distill teacher and student)
+    *[
+        (f"{name}-config-{kind}", model_copy(replace_file("config.json", content)), args, 3, fragment)
+        for name, args in STEPS_ON_M
+        for kind, content, fragment in CONFIG_BAD
+    ],
     # --- recipes ----------------------------------------------------------------------------
     (
         "recipe-duplicate-key",
@@ -687,3 +700,97 @@ def test_quantize_reads_data_before_any_work(
     )
     assert result.exit_code == 3 and "row 2 has no 'text'" in result.output, result.output
     assert not out.exists() and leftovers(tmp_path) == []
+
+
+def too_early(what: str) -> Callable[..., None]:
+    def stub(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"{what} started before the inputs were validated")
+
+    return stub
+
+
+BAD_JSONL = '{"text": "w1", "label": 0}\n{"label": 1}\n'
+NO_TEXT = "row 2 has no 'text'"
+
+
+def no_config_list(inp: Path, env: Env) -> Path:
+    """A teacher whose config.json is a JSON list."""
+    shutil.copytree(env.model, inp / "t")
+    (inp / "t" / "config.json").write_bytes(b"[1, 2]")
+    return inp / "t"
+
+
+@pytest.mark.parametrize("step", ["prune", "simplify"])
+@pytest.mark.parametrize(
+    ("bad", "fragment"),
+    [("--data", NO_TEXT), ("--eval", NO_TEXT), ("teacher", "JSON list")],
+    ids=["bad-data", "bad-eval", "bad-teacher"],
+)
+def test_recovery_inputs_checked_before_any_work(
+    env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: str, bad: str, fragment: str
+) -> None:
+    """prune/simplify --recover-with: a bad teacher or recovery data fails before the model is
+    loaded and changed (it used to surface inside recovery, after pruning and saving)."""
+    from edgeslim import models
+    from edgeslim.steps import distill
+
+    monkeypatch.setattr(models, "load", too_early("loading the model"))
+    monkeypatch.setattr(distill, "recover", too_early("recovery"))
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "bad.jsonl").write_text(BAD_JSONL)
+    (tmp_path / "in" / "ok.tsv").write_text(TSV_OK * 2)
+    teacher = no_config_list(tmp_path / "in", env) if bad == "teacher" else env.model
+    data = {"--data": str(tmp_path / "in" / "ok.tsv"), "--eval": str(tmp_path / "in" / "ok.tsv")}
+    if bad != "teacher":
+        data[bad] = str(tmp_path / "in" / "bad.jsonl")
+    change = ["--heads", "0.5"] if step == "prune" else ["--activation", "relu"]
+    out = tmp_path / "o"
+    args = [step, str(env.model), "-o", str(out), *change, "--recover-with", str(teacher)]
+    result = cli([*args, *(x for item in data.items() for x in item)])
+    assert result.exit_code == 3 and fragment in result.output, result.output
+    assert not out.exists() and leftovers(tmp_path) == []
+
+
+def test_simplify_reads_trim_corpus_before_any_work(
+    env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--trim-vocab's corpus was read only after the change and its recovery had finished."""
+    from edgeslim import models
+    from edgeslim.steps import distill
+
+    monkeypatch.setattr(models, "load", too_early("loading the model"))
+    monkeypatch.setattr(distill, "recover", too_early("recovery"))
+    (tmp_path / "corpus.txt").write_bytes(b"w1 w2\ncaf\xe9\n")
+    out = tmp_path / "o"
+    result = cli(
+        ["simplify", str(env.model), "-o", str(out), "--activation", "relu", "--recover-with", str(env.model)]
+        + ["--trim-vocab", str(tmp_path / "corpus.txt")]
+    )
+    assert result.exit_code == 3 and "not UTF-8" in result.output, result.output
+    assert not out.exists() and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("budget", "fragment"),
+    [
+        ("min_metric: {{data: '{bad}', metric: accuracy, value: 0.5}}", NO_TEXT),
+        ("min_metric: {{data: '{ok}', metric: bleu, value: 0.5}}", "metric 'bleu'"),
+        ("max_drop: {{reference: {art}, data: '{bad}', metric: accuracy, value: 0.1}}", NO_TEXT),
+    ],
+    ids=["min-metric-bad-data", "unknown-metric", "max-drop-bad-data"],
+)
+def test_gate_reads_metric_data_before_measuring(
+    env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, budget: str, fragment: str
+) -> None:
+    """min_metric/max_drop data and the metric name are checked before any latency is timed."""
+    from edgeslim import bench
+
+    monkeypatch.setattr(bench, "run_grid", too_early("a latency measurement"))
+    (tmp_path / "bad.jsonl").write_text(BAD_JSONL)
+    (tmp_path / "ok.tsv").write_text(TSV_OK)
+    places = {"bad": tmp_path / "bad.jsonl", "ok": tmp_path / "ok.tsv", "art": env.art}
+    (tmp_path / "b.yaml").write_text(
+        "latency:\n  - {max_p50_ms: 1000, runs: 10}\n" + budget.format(**places) + "\n"
+    )
+    result = cli(["gate", str(env.art), "--budgets", str(tmp_path / "b.yaml")])
+    assert result.exit_code == 3 and fragment in result.output, result.output

@@ -125,6 +125,25 @@ def _labels(examples: data.Examples, teacher: Path, task: str) -> list[Any]:
     return [int(x) for x in evaluation.label_ids(examples, teacher)]
 
 
+def _data(teacher: Path, cfg: Config, task: str) -> tuple[data.Examples, data.Examples, list[Any], list[Any]]:
+    """(train, dev, train labels, dev labels) for distilling `teacher` (labels as its ids;
+    -1 marks unlabeled rows, scored by the teacher terms only)."""
+    if task == "feature-extraction":
+        train, dev = _embedding_data(cfg)
+        return train, dev, [-1] * len(train), list(data.scores(dev))
+    columns = (cfg.text_column, cfg.pair_column, cfg.label_column)
+    sizes = (cfg.train_size, cfg.eval_size)
+    train, dev, _ = data.train_and_dev(cfg.data, cfg.eval, columns, cfg.data_dir, sizes)
+    train_labels, dev_labels = _labels(train, teacher, task), _labels(dev, teacher, task)
+    if cfg.unlabeled:
+        if train.pairs:
+            raise InputError("--unlabeled text works with single-sentence tasks only")
+        extra = _unlabeled(cfg)
+        train = data.Examples(train.name, train.texts + extra)
+        train_labels += [-1] * len(extra)
+    return train, dev, train_labels, dev_labels
+
+
 def _student(teacher: Any, teacher_dir: Path, cfg: Config, task: str) -> tuple[Any, list[int]]:
     from edgeslim import distillation, simplify, students
 
@@ -160,28 +179,16 @@ def run(
     from edgeslim import distillation, trainer, training
 
     path = models.resolve(src)
-    config = json.loads((path / "config.json").read_text())
-    task = teacher_task(config)
+    task = teacher_task(models.read_config(path))
     if (
         cfg.student is None
         and cfg.student_layers is None
         and cfg.init in ("every-other", "first-k", "last-k")
     ):
         raise InputError("choose the student: --student-layers K (with --init) or --student DIR")
-    if task == "feature-extraction":
-        train, dev = _embedding_data(cfg)
-        train_labels, dev_labels = [-1] * len(train), list(data.scores(dev))
-    else:
-        columns = (cfg.text_column, cfg.pair_column, cfg.label_column)
-        sizes = (cfg.train_size, cfg.eval_size)
-        train, dev, _ = data.train_and_dev(cfg.data, cfg.eval, columns, cfg.data_dir, sizes)
-        train_labels, dev_labels = _labels(train, path, task), _labels(dev, path, task)
-    if cfg.unlabeled and task != "feature-extraction":
-        if train.pairs:
-            raise InputError("--unlabeled text works with single-sentence tasks only")
-        extra = _unlabeled(cfg)
-        train = data.Examples(train.name, train.texts + extra)
-        train_labels += [-1] * len(extra)  # unlabeled rows: teacher terms only
+    if cfg.student is not None:  # a bad student fails here, not after the teacher and data load
+        models.read_config(models.resolve(str(cfg.student)))
+    train, dev, train_labels, dev_labels = _data(path, cfg, task)
     torch.manual_seed(cfg.seed)
     teacher = models.load(path, task).eval()
     student, mapping = _student(teacher, path, cfg, task)
@@ -239,21 +246,9 @@ def recover(
     step's model and settings."""
     import shutil
 
-    dcfg = Config(
-        student=student,
-        data=cfg.data,
-        eval=cfg.eval,
-        max_steps=cfg.recover_steps,
-        eval_every=cfg.recover_steps,
-        save_every=max(1, min(100, cfg.recover_steps // 4)),
-        max_length=cfg.max_length,
-        seed=cfg.seed,
-        lr=1e-4,
-        losses=Weights(kl=1.0, hidden=1.0),
-    )
     work = out / "recovery"
     work.mkdir(exist_ok=True)  # a rerun after a kill finds its checkpoint here
-    summary = run(str(teacher), dcfg, work, hook_factory, owner)
+    summary = run(str(teacher), _recovery_config(student, cfg), work, hook_factory, owner)
     for item in work.iterdir():
         shutil.move(str(item), out / item.name)
     work.rmdir()
@@ -265,6 +260,33 @@ def recover(
         data.get("config", {})["student"] = "the calling step's transformed model"
         artifacts.write_json(record, data)
     return summary
+
+
+def _recovery_config(student: Path, cfg: Any) -> Config:
+    """The distill settings of prune/simplify recovery (KL + hidden states) from their `cfg`."""
+    return Config(
+        student=student,
+        data=cfg.data,
+        eval=cfg.eval,
+        max_steps=cfg.recover_steps,
+        eval_every=cfg.recover_steps,
+        save_every=max(1, min(100, cfg.recover_steps // 4)),
+        max_length=cfg.max_length,
+        seed=cfg.seed,
+        lr=1e-4,
+        losses=Weights(kl=1.0, hidden=1.0),
+    )
+
+
+def check_recovery(cfg: Any) -> None:
+    """Before prune/simplify change anything: the --recover-with teacher is a loadable model
+    (config, head, tokenizer, weights) and --data/--eval load with labels it knows."""
+    path = models.resolve(str(cfg.recover_with))
+    config = models.read_config(path)
+    task = teacher_task(config)
+    models.check_tokenizer(path, config)
+    models.weight_files(path, allow_pickle=False)
+    _data(path, _recovery_config(path, cfg), task)
 
 
 def command(

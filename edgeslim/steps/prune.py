@@ -93,13 +93,15 @@ def run(src: str, cfg: Config, out: Path) -> dict[str, Any]:
 
     if not (cfg.heads or cfg.ffn or cfg.keep_layers or cfg.unstructured):
         raise InputError("nothing to prune: give --heads, --ffn, --keep-layers and/or --unstructured")
+    if cfg.recover_with:  # the teacher and the data are checked before anything is pruned
+        distill.check_recovery(cfg)
     if cfg.cycles > 1:
         return _cycles(src, cfg, out)
     if cfg.target_params or cfg.target_latency:
         raise InputError("--target-params and --target-latency end --cycles early: give --cycles N (N > 1)")
     hook_factory = _sparsifier(cfg)
     path = models.resolve(src)
-    config = json.loads((path / "config.json").read_text())
+    config = models.read_config(path)
     if config.get("shared_layer_groups"):
         raise InputError(
             f"{path} shares weights across layers ({config['shared_layer_groups']}): pruning would "
@@ -272,7 +274,7 @@ class _Latency:
     def _onnx(self, model: str, name: str) -> Path:
         from edgeslim.steps import export, optimize
 
-        task = models.head_task(json.loads((models.resolve(model) / "config.json").read_text()))
+        task = models.head_task(models.read_config(models.resolve(model)))
         raw, fused = self.work / f"{name}-export", self.work / name
         raw.mkdir()
         fused.mkdir()

@@ -49,8 +49,13 @@ def run(src: str, cfg: Config, out: Path) -> dict[str, Any]:
     if not (cfg.activation or cfg.share_layers or cfg.trim_vocab):
         raise InputError("nothing to simplify: give --activation, --share-layers and/or --trim-vocab")
     path = models.resolve(src)
+    # the corpus, the teacher and the recovery data are checked before anything changes
+    texts = data.load(cfg.trim_vocab).head(cfg.trim_vocab_size or 10**9).texts if cfg.trim_vocab else []
+    teacher = cfg.recover_with if cfg.activation or cfg.share_layers else None  # trimming alone: none
+    if teacher is not None:
+        distill.check_recovery(cfg)
     torch.manual_seed(cfg.seed)
-    model = models.load(path, models.head_task(json.loads((path / "config.json").read_text())))
+    model = models.load(path, models.head_task(models.read_config(path)))
     record: dict[str, Any] = {
         "type": "simplify",
         "source": str(path),
@@ -62,16 +67,15 @@ def run(src: str, cfg: Config, out: Path) -> dict[str, Any]:
     if cfg.share_layers:
         record["shared_groups"] = simplify.share_layers_(model, cfg.share_layers)
     current = path
-    if (cfg.activation or cfg.share_layers) and cfg.recover_with:
+    if teacher is not None:
         changed = out / "changed"
         model.save_pretrained(changed)
         models.save_tokenizer(path, changed)
         owner = fingerprint(src, cfg)  # the checkpoint resumes only this simplification
-        record["recovery"] = distill.recover(changed, cfg.recover_with, cfg, out, owner=owner)
+        record["recovery"] = distill.recover(changed, teacher, cfg, out, owner=owner)
         current = out
-        model = models.load(out, models.head_task(json.loads((out / "config.json").read_text())))
+        model = models.load(out, models.head_task(models.read_config(out)))
     if cfg.trim_vocab:
-        texts = data.load(cfg.trim_vocab).head(cfg.trim_vocab_size or 10**9).texts
         record["vocabulary"] = simplify.trim_vocabulary_(model, current, texts, out)
     model.save_pretrained(out)
     if current != out:  # trimming wrote tokenizer.json and vocab.txt already; keep those
