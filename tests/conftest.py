@@ -122,6 +122,11 @@ def cls_artifact(tiny_factory: Callable[..., Path], tmp_path_factory: pytest.Tem
     return out
 
 
+# Small training runs for tests: 96 training / 32 dev rows, evaluations and checkpoints every 4 steps.
+TRAIN_FAST = ["--train-size", "96", "--eval-size", "32", "--batch-size", "16"]
+TRAIN_FAST += ["--eval-every", "4", "--save-every", "4"]
+
+
 def cli(args: list[str]):  # type: ignore[no-untyped-def]
     """Invoke the edgeslim CLI in-process through typer's runner."""
     from edgeslim.cli import app

@@ -6,24 +6,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import cli, leftovers
-
-FAST = [
-    "--train-size",
-    "96",
-    "--eval-size",
-    "32",
-    "--batch-size",
-    "16",
-    "--eval-every",
-    "4",
-    "--save-every",
-    "4",
-]
+from conftest import TRAIN_FAST, cli, leftovers
 
 
 def _finetune(model: Path, out: Path, *args: str) -> object:
-    return cli(["finetune", str(model), "-o", str(out), *FAST, *args])
+    return cli(["finetune", str(model), "-o", str(out), *TRAIN_FAST, *args])
 
 
 def test_finetune_then_export(tiny_factory: Callable[..., Path], tmp_path: Path) -> None:
@@ -45,7 +32,7 @@ RUN = "import sys; from edgeslim.cli import main; sys.argv = ['edgeslim'] + sys.
 
 def test_resume_after_kill_matches_uninterrupted(tiny_factory: Callable[..., Path], tmp_path: Path) -> None:
     model = str(tiny_factory("bert"))
-    args = ["finetune", model, *FAST, "--max-steps", "12"]
+    args = ["finetune", model, *TRAIN_FAST, "--max-steps", "12"]
     whole = tmp_path / "whole"
     subprocess.run([sys.executable, "-c", RUN, *args, "-o", str(whole)], check=True, capture_output=True)
     resumed = tmp_path / "resumed"
