@@ -9,6 +9,7 @@ byte-identical (every file but the manifest) to an uninterrupted run.
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import subprocess
@@ -31,13 +32,17 @@ class Case:
     args: list[str]
     output: str = "dir"  # "dir" (artifact or model directory), "json", "xml" or "none"
     deterministic: bool = True
+    checkpoints: tuple[int, ...] = ()  # training: its checkpoint steps; also killed at one of them
     kills: list[dict[str, object]] = field(default_factory=list)
 
 
-def _start(case: Case, out: Path) -> subprocess.Popen[str]:
+def _start(case: Case, out: Path, kill_at_step: int | None = None) -> subprocess.Popen[str]:
     args = [str(out) if a == "OUT" else a for a in case.args]
+    env = dict(os.environ)
+    if kill_at_step is not None:  # the trainer SIGKILLs itself right after this step
+        env["EDGESLIM_FAULT_KILL_AT_STEP"] = str(kill_at_step)
     return subprocess.Popen(
-        [sys.executable, "-c", RUN, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-c", RUN, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )
 
 
@@ -112,7 +117,24 @@ def sweep(case: Case, work: Path, seed: int, kills: int) -> Case:
                 "output_after_kill": left is not None,
             }
         )
+    if case.checkpoints:
+        _kill_at_step(case, work, rng.choice(case.checkpoints), expected)
     return case
+
+
+def _kill_at_step(case: Case, work: Path, step: int, expected: object) -> None:
+    """Kill a training step right after its checkpoint at `step`: the rerun resumes from it."""
+    out = work / f"step{step}" / "out"
+    out.parent.mkdir(parents=True)
+    proc = _start(case, out, kill_at_step=step)
+    proc.communicate(timeout=900)
+    assert proc.returncode == -signal.SIGKILL and contents(case, out) is None, f"{case.name}: not killed"
+    err = _finish(_start(case, out))
+    assert "resuming from step" in err, f"{case.name}: did not resume after a kill at step {step}"
+    if case.deterministic:
+        assert contents(case, out) == expected, f"{case.name}: resumed run differs"
+    assert [p.name for p in out.parent.iterdir() if p.name.startswith(".out.")] == []
+    case.kills.append({"at_step": step, "killed": True, "resumed": True, "output_after_kill": False})
 
 
 def _first_write(proc: subprocess.Popen[str], out: Path) -> float | None:

@@ -11,6 +11,8 @@ from conftest import TRAIN_FAST
 from faults import Case, sweep
 
 KILLS = 3
+EVERY_4 = tuple(range(8, 48, 4))  # finetune/distill checkpoints (--save-every 4, 48 steps)
+RECOVERY = (12, 24, 36)  # recovery checkpoints every min(100, 48 // 4) steps
 
 
 def _cases(tiny: Path, seq: Path, fused: Path, work: Path) -> list[Case]:
@@ -28,7 +30,7 @@ def _cases(tiny: Path, seq: Path, fused: Path, work: Path) -> list[Case]:
         "--recover-with",
         str(seq),
         "--recover-steps",
-        "12",
+        "48",
         "--data",
         "sst2:train",
         "--eval",
@@ -42,7 +44,11 @@ def _cases(tiny: Path, seq: Path, fused: Path, work: Path) -> list[Case]:
             "quantize static (calibration)",
             ["quantize", str(fused), "--mode", "static", "-o", "OUT"],
         ),
-        Case("finetune", ["finetune", str(seq), *TRAIN_FAST, "--max-steps", "12", "-o", "OUT"]),
+        Case(
+            "finetune",
+            ["finetune", str(seq), *TRAIN_FAST, "--max-steps", "48", "-o", "OUT"],
+            checkpoints=EVERY_4,
+        ),
         Case(
             "distill",
             [
@@ -53,15 +59,21 @@ def _cases(tiny: Path, seq: Path, fused: Path, work: Path) -> list[Case]:
                 "1",
                 *TRAIN_FAST,
                 "--max-steps",
-                "12",
+                "48",
                 "-o",
                 "OUT",
             ],
+            checkpoints=EVERY_4,
         ),
-        Case("prune + recovery", ["prune", str(seq), "--ffn", "0.5", *recover, "-o", "OUT"]),
+        Case(
+            "prune + recovery",
+            ["prune", str(seq), "--ffn", "0.5", *recover, "-o", "OUT"],
+            checkpoints=RECOVERY,
+        ),
         Case(
             "simplify + recovery",
             ["simplify", str(seq), "--activation", "relu", *recover, "-o", "OUT"],
+            checkpoints=RECOVERY,
         ),
         Case("eval", ["eval", str(fused), "--data", "stsb:dev", "--limit", "200"], output="none"),
         Case(
@@ -117,9 +129,10 @@ def test_sigkill_at_random_moments(
     cases = {case.name: case for case in _cases(tiny, seq, bert_fused, tmp_path)}
     assert list(cases) == NAMES
     done = sweep(cases[name], tmp_path / "work", seed=NAMES.index(name), kills=KILLS)
+    kills = len(done.kills)
     killed = sum(bool(k["killed"]) for k in done.kills)
     resumed = sum(bool(k["resumed"]) for k in done.kills)
+    moments = [f"{k['at_s']} s" if "at_s" in k else f"step {k['at_step']}" for k in done.kills]
     print(
-        f"\n{name}: {killed}/{KILLS} killed mid-run at {[k['at_s'] for k in done.kills]} s, "
-        f"{resumed} resumed from a checkpoint"
+        f"\n{name}: {killed}/{kills} killed mid-run at {moments}, {resumed} resumed from a checkpoint"
     )
