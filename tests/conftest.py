@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -125,6 +126,25 @@ def cls_artifact(tiny_factory: Callable[..., Path], tmp_path_factory: pytest.Tem
 # Small training runs for tests: 96 training / 32 dev rows, evaluations and checkpoints every 4 steps.
 TRAIN_FAST = ["--train-size", "96", "--eval-size", "32", "--batch-size", "16"]
 TRAIN_FAST += ["--eval-every", "4", "--save-every", "4"]
+
+
+@contextlib.contextmanager
+def lock_held_elsewhere(target: Path) -> Iterator[int]:
+    """Another process holds edgeslim's lock on `target` until the block ends; yields its pid."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, time; from pathlib import Path; from edgeslim import locking\n"
+        "with locking.hold(Path(sys.argv[1])):\n print('held', flush=True); time.sleep(120)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", script, str(target)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        yield holder.pid
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def cli(args: list[str]):  # type: ignore[no-untyped-def]

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 import pytest
-from conftest import cli
+from conftest import cli, lock_held_elsewhere
 
 from edgeslim import artifacts, fingerprint, pipeline
 from edgeslim.recipe import load
@@ -100,30 +100,12 @@ def test_changed_model_file_invalidates_the_first_step(tiny_bert: Path, tmp_path
 def test_a_cache_entry_held_by_another_run_is_neither_reused_nor_replaced(
     tiny_bert: Path, tmp_path: Path
 ) -> None:
-    import subprocess
-    import sys
-
     path = _recipe(tmp_path, tiny_bert, "steps:\n  - type: export\n  - type: optimize\n")
     assert cli(["run", str(path)]).exit_code == 0
     entry = pipeline.plan(load(path), tmp_path / pipeline.CACHE_DIR)[0]["dir"]
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys, time; from pathlib import Path; from edgeslim import locking\n"
-            "with locking.hold(Path(sys.argv[1])):\n print('held', flush=True); time.sleep(60)",
-            str(entry),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    with lock_held_elsewhere(entry) as pid:
         other = cli(["run", str(path), "-o", str(tmp_path / "other")])  # another output, same cache
-        assert other.exit_code == 4 and f"pid {holder.pid}" in other.output, other.output
-    finally:
-        holder.kill()
-        holder.wait()
+        assert other.exit_code == 4 and f"pid {pid}" in other.output, other.output
     assert cli(["run", str(path), "-o", str(tmp_path / "other")]).exit_code == 0
 
 

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import cli, leftovers
+from conftest import cli, leftovers, lock_held_elsewhere
 
 RUN = "import sys; from edgeslim.cli import main; sys.argv = ['edgeslim'] + sys.argv[1:]; main()"
 
@@ -33,25 +33,10 @@ def test_recipe_outputs_share_no_hard_links_and_reoptimize_with_external_data(
 
 def test_second_writer_exits_4_naming_the_holder(bert_fp32: Path, tmp_path: Path) -> None:
     out = tmp_path / "o"
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys, time; from pathlib import Path; from edgeslim import locking\n"
-            "with locking.hold(Path(sys.argv[1])):\n print('held', flush=True); time.sleep(60)",
-            str(out),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    with lock_held_elsewhere(out) as pid:
         result = cli(["optimize", str(bert_fp32), "-o", str(out)])
-        assert result.exit_code == 4 and f"pid {holder.pid}" in result.output, result.output
+        assert result.exit_code == 4 and f"pid {pid}" in result.output, result.output
         assert not out.exists()
-    finally:
-        holder.kill()
-        holder.wait()
     assert cli(["optimize", str(bert_fp32), "-o", str(out)]).exit_code == 0  # released at death
 
 
