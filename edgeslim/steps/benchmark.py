@@ -27,7 +27,9 @@ class Config(StepConfig):
     seq: tuple[Positive, ...] = Field((32, 128), min_length=1, description="Sequence lengths.")
     runs: int = Field(50, ge=5, description="Timed runs per model and grid cell.")
     warmup: int = Field(5, ge=0, description="Untimed runs first.")
-    time_budget_s: float = Field(0.0, ge=0, description="Stop a cell after this long (0: use runs).")
+    time_budget_s: float = Field(
+        0.0, ge=0, description="Stop a cell after this many seconds, even before --runs (0: no limit)."
+    )
     allow_fallback: bool = Field(False, description="Let nodes the EP cannot run fall back to CPU.")
 
 
@@ -88,7 +90,9 @@ def command(
     seq: Annotated[str, typer.Option(help="Sequence lengths, e.g. 32,128.")] = "32,128",
     runs: Annotated[int, typer.Option(help="Timed runs per cell and model.")] = 50,
     warmup: Annotated[int, typer.Option(help="Untimed warmup runs.")] = 5,
-    time_budget: Annotated[float, typer.Option(help="Seconds per cell (0: use --runs).")] = 0.0,
+    time_budget: Annotated[
+        float, typer.Option(help="Stop a cell after this many seconds, even before --runs (0: no limit).")
+    ] = 0.0,
     ep_library: Annotated[
         str | None,
         typer.Option(help="Register a plugin EP and bench on it: NAME=PATH, NAME as for --ep."),
