@@ -147,6 +147,22 @@ def lock_held_elsewhere(target: Path) -> Iterator[int]:
         holder.wait()
 
 
+def similar_pairs(path: Path, seed: int = 0, sign: int = 1) -> Path:
+    """40 in-vocabulary sentence pairs (columns a, b, score; TAB- or comma-separated by suffix):
+    b is a with k of its 6 words replaced, score sign * (6 - k)."""
+    import random
+
+    rng, sep, rows = random.Random(seed), "\t" if path.suffix == ".tsv" else ",", []
+    for _ in range(40):
+        a = [f"w{rng.randrange(90)}" for _ in range(6)]
+        b, k = list(a), rng.randint(1, 5)
+        for i in rng.sample(range(6), k):
+            b[i] = f"w{rng.randrange(90)}"
+        rows.append(sep.join([" ".join(a), " ".join(b), str(sign * (6 - k))]) + "\n")
+    path.write_text(sep.join(["a", "b", "score"]) + "\n" + "".join(rows))
+    return path
+
+
 def cli(args: list[str]):  # type: ignore[no-untyped-def]
     """Invoke the edgeslim CLI in-process through typer's runner."""
     from edgeslim.cli import app

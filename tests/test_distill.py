@@ -1,5 +1,4 @@
 import json
-import random
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -7,7 +6,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import cli
+from conftest import cli, similar_pairs
 
 from edgeslim import losses, students
 from edgeslim.errors import InputError
@@ -367,21 +366,6 @@ def test_distill_bad_input(tiny_factory: Callable[..., Path], tmp_path: Path) ->
     assert not Path(out).exists()
 
 
-def _pairs(path: Path, seed: int) -> Path:
-    """40 sentence pairs of in-vocabulary words: b is a with k of 6 words replaced, score 6 - k."""
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(40):
-        a = [f"w{rng.randrange(90)}" for _ in range(6)]
-        k = rng.randint(1, 5)
-        b = list(a)
-        for i in rng.sample(range(6), k):
-            b[i] = f"w{rng.randrange(90)}"
-        rows.append(f"{' '.join(a)}\t{' '.join(b)}\t{6 - k}\n")
-    path.write_text("s1\ts2\tscore\n" + "".join(rows))
-    return path
-
-
 def _dev_spearman(model: Path, pairs: Path) -> float:
     """Spearman of the scores in `pairs` vs cosines of mean-pooled embeddings, computed here."""
     from scipy import stats
@@ -407,8 +391,8 @@ def test_embedding_distill_records_each_models_dev_spearman(
     from edgeslim.steps.distill import Config, Weights
 
     teacher = tiny_factory("bert")  # a bare encoder: an embedding model, mean pooling
-    train, dev = _pairs(tmp_path / "train.tsv", 0), _pairs(tmp_path / "dev.tsv", 1)
-    columns = {"text_column": "s1", "pair_column": "s2", "label_column": "score"}
+    train, dev = similar_pairs(tmp_path / "train.tsv", 0), similar_pairs(tmp_path / "dev.tsv", 1)
+    columns = {"text_column": "a", "pair_column": "b", "label_column": "score"}
     loop = {"max_steps": 4, "eval_every": 4, "save_every": 4, "batch_size": 16}
     cfg = Config(
         student_layers=1, data=str(train), eval=str(dev), losses=Weights(hidden=1.0), **columns, **loop

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import cli, ort_outputs
+from conftest import cli, ort_outputs, similar_pairs
 
 
 def _eval(artifact: Path, data: Path | str, *args: str) -> dict:
@@ -42,24 +42,11 @@ def test_eval_reference_fidelity(balanced_cls: dict[str, Path]) -> None:
     assert other["sqnr_db"] < 0 < same["sqnr_db"]  # negated logits: noise twice the signal
 
 
-def _pairs(path: Path, sign: int) -> Path:
-    """40 pairs of in-vocabulary sentences: b is a with k of 6 words replaced, score sign*(6-k)."""
-    rng = random.Random(0)
-    rows = []
-    for _ in range(40):
-        a = [f"w{rng.randrange(90)}" for _ in range(6)]
-        b, k = list(a), rng.randint(1, 5)
-        for i in rng.sample(range(6), k):
-            b[i] = f"w{rng.randrange(90)}"
-        rows.append(f"{' '.join(a)},{' '.join(b)},{sign * (6 - k)}\n")
-    path.write_text("a,b,score\n" + "".join(rows))
-    return path
-
-
 def test_eval_embeddings_on_pairs(bert_fused: Path, tmp_path: Path) -> None:
     columns = ["--text-column", "a", "--pair-column", "b", "--label-column", "score"]
-    up = _eval(bert_fused, _pairs(tmp_path / "up.csv", 1), *columns)["metrics"]["spearman_cosine"]
-    down = _eval(bert_fused, _pairs(tmp_path / "down.csv", -1), *columns)["metrics"]["spearman_cosine"]
+    up_file, down_file = similar_pairs(tmp_path / "up.csv"), similar_pairs(tmp_path / "down.csv", sign=-1)
+    up = _eval(bert_fused, up_file, *columns)["metrics"]["spearman_cosine"]
+    down = _eval(bert_fused, down_file, *columns)["metrics"]["spearman_cosine"]
     assert up["value"] > 0.5  # more shared words, closer embeddings
     assert down["value"] == pytest.approx(-up["value"], abs=1e-4)  # reversed scores, reversed ranks
 
