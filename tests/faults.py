@@ -85,16 +85,30 @@ def sweep(case: Case, work: Path, seed: int, kills: int) -> Case:
     expected = contents(case, reference)
     rng = random.Random(seed)
     for index in range(kills):
-        out = work / f"k{index}" / "out"
-        out.parent.mkdir(parents=True)
-        # after the command started working (its first temporary; else 30% in: past the imports)
-        moment = rng.uniform(first_write if first_write is not None else 0.3 * whole, whole)
-        proc = _start(case, out)
-        time.sleep(moment)
-        killed = proc.poll() is None
-        if killed:
-            proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=60)
+        # Seconds after the kill run's own first temporary (else after 30% of the whole run:
+        # past the imports). Timing from the run itself, not from the reference, because a
+        # warm second run can be faster; a run that finished first is retried with half the
+        # delay, so a recorded kill is a real one whenever the step runs long enough to kill.
+        start = first_write if first_write is not None else 0.3 * whole
+        delay = rng.uniform(0.0, max(whole - start, 0.1))
+        for attempt in range(4):
+            out = work / f"k{index}.{attempt}" / "out"
+            out.parent.mkdir(parents=True)
+            proc = _start(case, out)
+            began = time.monotonic()
+            if first_write is None:
+                time.sleep(start)
+            elif _first_write(proc, out) is None:
+                delay = 0.0
+            time.sleep(delay)
+            moment = time.monotonic() - began
+            killed = proc.poll() is None
+            if killed:
+                proc.send_signal(signal.SIGKILL)
+            proc.communicate(timeout=60)
+            if killed or attempt == 3:
+                break
+            delay /= 2
         left = contents(case, out)  # absent or complete, never half-written
         partial = out.parent / ".out.partial"
         checkpoint = (partial / "checkpoint").exists() or (partial / "recovery" / "checkpoint").exists()
