@@ -25,6 +25,8 @@ demo: $(STAMP)
 	$(BIN)/edgeslim run recipes/sst2-student-int8.yaml
 	@echo "embeddings: artifact out/minilm-int8, inspect report out/minilm-int8/inspect.md, report out/minilm-int8/report.html"
 	@echo "SST-2 student: artifact out/sst2-student-int8, report out/sst2-student-int8/report.html"
+	@echo
+	@$(BIN)/edgeslim summary out/sst2-student-int8
 
 lint: $(STAMP)
 	$(BIN)/ruff check edgeslim tests tools

@@ -89,6 +89,17 @@ def run(
 
 @app.command()
 @guarded
+def summary(
+    artifact: Annotated[Path, typer.Argument(help="An artifact or report folder with report.json.")],
+) -> None:
+    """Print the result beside its teacher at a glance: size, latency ratios, metric, gate verdict."""
+    from edgeslim import summary as block
+
+    typer.echo(block.text(artifact), nl=False)
+
+
+@app.command()
+@guarded
 def doctor(json_out: Json = False) -> None:
     """Versions, CPU flags, execution providers and known-bad combinations."""
     import json

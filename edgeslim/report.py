@@ -28,7 +28,8 @@ class Entry(BaseModel):
     task: str | None
     size_mb: float
     parameters: int
-    steps: list[str]
+    steps: list[str]  # the whole chain: model steps (finetune, distill, ...) then artifact steps
+    role: str | None = None  # in a recipe's report: result, result fp32, teacher fp32, teacher int8, ...
     quantization: str | None = None
     metrics: dict[str, float] = {}
     fidelity: dict[str, dict[str, float]] = {}
@@ -57,8 +58,11 @@ def read(path: Path) -> Report:
         raise InputError(f"{path} is not a valid {SCHEMA} report ({str(exc).splitlines()[0]})") from None
 
 
-def entry(directory: Path, bench_cells: list[dict[str, Any]]) -> Entry:
-    """Collect what the manifest and inspection know about one artifact."""
+def entry(
+    directory: Path, bench_cells: list[dict[str, Any]], name: str | None = None, role: str | None = None
+) -> Entry:
+    """Collect what the manifest and inspection know about one artifact (named `name`, else
+    after its directory); its steps start with the model steps its manifest's lineage records."""
     from edgeslim import inspection
 
     manifest = artifacts.read_manifest(directory)
@@ -74,12 +78,13 @@ def entry(directory: Path, bench_cells: list[dict[str, Any]]) -> Entry:
     )
     latency = {f"t{c['threads']}b{c['batch']}s{c['seq']}": c for c in bench_cells}
     return Entry(
-        name=directory.name,
+        name=name or directory.name,
+        role=role,
         path=str(directory),
         task=manifest.get("task"),
         size_mb=round(info["size_bytes"] / 1e6, 3),
         parameters=info["parameters"],
-        steps=[s["type"] for s in manifest["steps"]],
+        steps=[s["type"] for s in [*manifest.get("lineage", []), *manifest["steps"]]],
         quantization=quant["config"]["mode"] if quant else None,
         metrics=metrics,
         fidelity=fidelity,
@@ -124,7 +129,7 @@ def plots(report: Report) -> dict[str, bytes]:
             e.latency[cell].get("samples_ms", [e.latency[cell]["median_ms"]]) for e in report.artifacts
         ]
         ax.boxplot(samples, showfliers=True)
-        ax.set_xticks(range(1, len(samples) + 1), [e.name for e in report.artifacts], rotation=20)
+        ax.set_xticks(range(1, len(samples) + 1), [_short(e.name) for e in report.artifacts], rotation=30)
         ax.set_ylabel("latency (ms)")
         ax.set_title(f"Latency distribution ({cell})")
         images["latency.png"] = _png(fig)
@@ -136,7 +141,11 @@ def plots(report: Report) -> dict[str, bytes]:
         ax.scatter(xs, ys, s=[30 + 4 * s for s in sizes], alpha=0.6)
         for e, x, y, s in zip(report.artifacts, xs, ys, sizes, strict=True):
             ax.annotate(
-                f"{e.name} ({s:.0f} MB)", (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8
+                f"{_short(e.name)} ({s:.1f} MB)",
+                (x, y),
+                textcoords="offset points",
+                xytext=(5, 5),
+                fontsize=8,
             )
         front = _pareto(xs, ys)
         ax.plot([xs[i] for i in front], [ys[i] for i in front], "r--", linewidth=1, label="Pareto front")
@@ -147,6 +156,11 @@ def plots(report: Report) -> dict[str, bytes]:
         images["pareto.png"] = _png(fig)
         plt.close(fig)
     return images
+
+
+def _short(name: str) -> str:
+    """'recipe/step:precision' -> 'step:precision' (the recipe is the same for every point)."""
+    return name.split("/", 1)[-1]
 
 
 def _quality(entry: Entry, metric: str | None) -> float:
@@ -172,27 +186,10 @@ def _pareto(xs: list[float], ys: list[float]) -> list[int]:
 
 
 def markdown(report: Report) -> str:
-    """report.md."""
-    cell = report.latency_cell
-    head = "| artifact | steps | size MB | params | " + (
-        f"{report.primary_metric} | " if report.primary_metric else ""
-    )
-    head += f"median ms ({cell}) | p90 ms |" if cell else "|"
-    lines = [
-        "# edgeslim report",
-        "",
-        f"created {report.created}",
-        "",
-        head,
-        "|" + "---|" * (head.count("|") - 1),
-    ]
-    for e in report.artifacts:
-        row = f"| {e.name} | {' → '.join(e.steps)} | {e.size_mb:.2f} | {e.parameters:,} | "
-        if report.primary_metric:
-            row += f"{e.metrics[report.primary_metric]:.4f} | "
-        if cell:
-            row += f"{e.latency[cell]['median_ms']:.2f} | {e.latency[cell]['p90_ms']:.2f} |"
-        lines.append(row)
+    """report.md: every artifact (with its whole chain), then ratios to the teacher when a recipe
+    measured its baselines beside the result."""
+    lines = ["# edgeslim report", "", f"created {report.created}", "", *_table(report)]
+    lines += _versus(report)
     for e in report.artifacts:
         for output, figures in e.fidelity.items():
             lines.append(
@@ -208,27 +205,88 @@ def markdown(report: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _table(report: Report) -> list[str]:
+    """One row per artifact: role, chain, size, parameters, metric, median ms per shared cell."""
+    from edgeslim import summary
+
+    roles = any(e.role for e in report.artifacts)
+    cells = summary.cells(report)
+    head = ["artifact", *(["role"] if roles else []), "steps", "size MB", "params"]
+    head += [report.primary_metric] if report.primary_metric else []
+    head += [f"median ms ({cell})" for cell in cells]
+    if report.latency_cell:
+        head.append(f"p90 ms ({report.latency_cell})")
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for e in report.artifacts:
+        row = [e.name, *([e.role or ""] if roles else []), " → ".join(e.steps), f"{e.size_mb:.2f}"]
+        row.append(f"{e.parameters:,}")
+        row += [f"{e.metrics[report.primary_metric]:.4f}"] if report.primary_metric else []
+        row += [f"{e.latency[cell]['median_ms']:.2f}" for cell in cells]
+        if report.latency_cell:
+            row.append(f"{e.latency[report.latency_cell]['p90_ms']:.2f}")
+        rows.append("| " + " | ".join(row) + " |")
+    return rows
+
+
+def _versus(report: Report) -> list[str]:
+    """Size and latency ratios (95% CI from the samples) and metric differences to the teacher."""
+    from edgeslim import summary
+
+    refs = summary.references(report)
+    if not refs:
+        return []
+    cells, metric = summary.cells(report), report.primary_metric
+    head = ["artifact", *(f"size / {label}" for label, _ in refs)]
+    head += [f"latency {cell} / {label}" for cell in cells for label, _ in refs]
+    head += [f"{metric} − {label}" for label, _ in refs] if metric else []
+    rows = ["", f"## Side by side with the {refs[0][0].split()[0]}", ""]
+    rows += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for e in report.artifacts:
+        row = [e.name, *(f"{e.size_mb / ref.size_mb:.2f}x" for _, ref in refs)]
+        row += [summary.ratio_text(summary.latency_ratio(e, ref, c)) for c in cells for _, ref in refs]
+        if metric:
+            row += [f"{e.metrics[metric] - ref.metrics[metric]:+.4f}" for _, ref in refs]
+        rows.append("| " + " | ".join(row) + " |")
+    return rows
+
+
+def _html_blocks(text: str) -> str:
+    """report.md's headings, tables and notes as HTML (images are embedded separately)."""
+    parts, table = [], []
+    for line in [*text.split("\n"), ""]:
+        if line.startswith("|"):
+            if not line.startswith("|---"):
+                table.append(line)
+            continue
+        if table:
+            parts.append("<table>" + "".join(_html_row(r) for r in table) + "</table>")
+            table = []
+        if line.startswith("## "):
+            parts.append(f"<h2>{html.escape(line[3:])}</h2>")
+        elif line.strip() and not line.startswith(("# ", "![", "created ")):
+            parts.append(f"<p>{html.escape(line)}</p>")
+    return "\n".join(parts)
+
+
+def _html_row(line: str) -> str:
+    return (
+        "<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in line.strip("|").split("|")) + "</tr>"
+    )
+
+
 def to_html(report: Report, images: dict[str, bytes]) -> str:
     """One self-contained page: tables, embedded PNGs; a script marks whether images decoded."""
-    md_rows = markdown(report).split("\n")
-    table = [r for r in md_rows if r.startswith("|") and not r.startswith("|---")]
-    cells = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in r.strip("|").split("|")) + "</tr>"
-        for r in table
-    )
     figs = "".join(
         f'<figure><img alt="{n}" src="data:image/png;base64,{base64.b64encode(b).decode()}">'
         f"<figcaption>{n}</figcaption></figure>"
         for n, b in images.items()
     )
-    notes = "".join(
-        f"<p>{html.escape(r)}</p>" for r in md_rows if r.startswith(tuple(e.name for e in report.artifacts))
-    )
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>edgeslim report</title>
-<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin:1em 0}}
 td{{border:1px solid #ccc;padding:4px 8px}}tr:first-child td{{font-weight:bold}}img{{max-width:100%}}</style>
-</head><body><h1>edgeslim report</h1><p>created {html.escape(report.created)}</p><table>{cells}</table>
-{notes}{figs}
+</head><body><h1>edgeslim report</h1><p>created {html.escape(report.created)}</p>
+{_html_blocks(markdown(report))}
+{figs}
 <script>window.addEventListener("load",function(){{var i=document.images,ok=i.length>0;
 for(var k=0;k<i.length;k++){{ok=ok&&i[k].complete&&i[k].naturalWidth>0;}}
 document.body.setAttribute("data-images-ok",ok?"yes":"no");}});</script></body></html>

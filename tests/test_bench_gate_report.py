@@ -182,3 +182,75 @@ def test_recipe_ends_with_report_and_gate(tiny_bert: Path, tmp_path: Path) -> No
         p.name for p in out.iterdir()
     }
     assert json.loads((out / "gate.json").read_text())["passed"] is False
+    parsed = report.read(out / "report.json")  # named by recipe and step; the int8 beside its fp32
+    assert [(a.name, a.role) for a in parsed.artifacts] == [
+        ("full/optimize", "result fp32"),
+        ("full/quantize", "result"),
+    ]
+    assert all(len(a.latency["t1b1s8"]["samples_ms"]) == 30 for a in parsed.artifacts)  # side by side
+    assert "FAIL (1 of 1 failed): max_size_mb" in cli(["summary", str(out)]).output
+
+
+def _entry(name: str, role: str, size_mb: float, accuracy: float, ms: dict[str, list[float]]) -> report.Entry:
+    latency = {
+        cell: {"median_ms": float(np.median(s)), "p90_ms": max(s), "samples_ms": s} for cell, s in ms.items()
+    }
+    return report.Entry(
+        name=name,
+        role=role,
+        path=f"/x/{name}",
+        task="sequence-classification",
+        size_mb=size_mb,
+        parameters=1000,
+        steps=["finetune", "distill", "export"],
+        metrics={"sst2:dev:accuracy": accuracy},
+        latency=latency,
+    )
+
+
+def _inject(folder: Path, teacher_int8_ms: float) -> None:
+    """A report.json (result 5/4 ms at 1/2 threads, teacher int8 and fp32 slower) and a gate.json."""
+    entries = [
+        _entry(
+            "r/finetune:fp32", "teacher fp32", 90.0, 0.9, {"t1b1s64": [20.0] * 10, "t2b1s64": [16.0] * 10}
+        ),
+        _entry(
+            "r/finetune:int8",
+            "teacher int8",
+            24.0,
+            0.88,
+            {"t1b1s64": [teacher_int8_ms] * 10, "t2b1s64": [8.0] * 10},
+        ),
+        _entry("r/quantize", "result", 22.5, 0.85, {"t1b1s64": [5.0] * 10, "t2b1s64": [4.0] * 10}),
+    ]
+    built = report.build(entries, {"cpu": "injected"})
+    folder.mkdir(exist_ok=True)
+    (folder / "report.json").write_text(built.model_dump_json(by_alias=True))
+    rows = [
+        {"budget": "max_size_mb", "limit": "20.0 MB", "actual": "22.5 MB", "passed": False},
+        {"budget": "min_metric.accuracy", "limit": ">= 0.75", "actual": "0.8500", "passed": True},
+    ]
+    (folder / "gate.json").write_text(json.dumps({"passed": False, "budgets": rows}))
+
+
+def test_summary_follows_report_json(tmp_path: Path) -> None:
+    folder = tmp_path / "art"
+    _inject(folder, teacher_int8_ms=10.0)
+    result = cli(["summary", str(folder)])
+    assert result.exit_code == 0, result.output
+    lines = {line.split("  ")[0]: line for line in result.output.splitlines()}
+    assert "r/quantize: finetune -> distill -> export" in lines["result"]
+    assert "22.5 MB: 0.94x teacher int8 (24.0 MB), 0.25x teacher fp32 (90.0 MB)" in lines["size"]
+    assert "5.00 ms: 0.50x (95% CI 0.50-0.50) teacher int8 (10.00 ms)" in lines["latency t1 b1 s64"]
+    assert "0.25x (95% CI 0.25-0.25) teacher fp32 (20.00 ms)" in lines["latency t1 b1 s64"]
+    assert "4.00 ms: 0.50x (95% CI 0.50-0.50) teacher int8 (8.00 ms)" in lines["latency t2 b1 s64"]
+    assert (
+        "0.8500: -0.0300 vs teacher int8 (0.8800), -0.0500 vs teacher fp32 (0.9000)"
+        in lines["sst2:dev:accuracy"]
+    )
+    assert "FAIL (1 of 2 failed): max_size_mb 22.5 MB (limit 20.0 MB)" in lines["gate"]
+    _inject(folder, teacher_int8_ms=20.0)  # another report.json: other figures
+    assert "5.00 ms: 0.25x (95% CI 0.25-0.25) teacher int8 (20.00 ms)" in cli(["summary", str(folder)]).output
+    (folder / "report.json").unlink()
+    missing = cli(["summary", str(folder)])
+    assert missing.exit_code == 3 and "no report.json" in missing.output

@@ -1,9 +1,10 @@
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from conftest import cli
 
-from edgeslim import artifacts
+from edgeslim import artifacts, report
 
 
 def _recipe(tmp_path: Path, model: Path, body: str) -> Path:
@@ -90,3 +91,129 @@ def test_shipped_recipes_validate() -> None:
     for path in paths:
         written = [step["type"] for step in yaml.safe_load(path.read_text())["steps"]]
         assert [step.type for step in load(path).steps] == written, path.name
+
+
+def _compare_recipe(tmp_path: Path, model: Path, data: Path, report: str = "    runs: 10\n") -> Path:
+    """Two model steps (prune, simplify) then the artifact steps, on a tiny classifier."""
+    return _recipe(
+        tmp_path,
+        model,
+        "steps:\n  - type: prune\n    ffn: 0.5\n  - type: simplify\n    activation: relu\n"
+        "  - type: export\n    task: sequence-classification\n  - type: optimize\n"
+        "  - type: quantize\n    fidelity_size: 20\n"
+        f"  - type: eval\n    data: {data}\n    bootstrap: 100\n"
+        "  - type: bench\n    threads: [1, 2]\n    batch: [1]\n    seq: [8]\n    runs: 5\n"
+        f"  - type: report\n{report}",
+    )
+
+
+def test_report_names_the_chain_and_measures_it_beside_the_teacher(
+    balanced_cls: dict[str, Path], tmp_path: Path
+) -> None:
+    """The teacher (the recipe's model: its own predictions label the data, so its fp32 scores
+    1.0), its plain int8, the pruned intermediate (fp32, int8) and the result's fp32 are rebuilt,
+    evaluated on the eval step's data and benched side by side with the result."""
+    teacher = balanced_cls["artifact"].parent / "artifact-hf"  # the HF model the fixture exported
+    recipe = _compare_recipe(tmp_path, teacher, balanced_cls["own"])
+    result = cli(["run", str(recipe)])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "out"
+    parsed = report.read(out / "report.json")
+    names = ["tiny/model:fp32", "tiny/model:int8", "tiny/prune:fp32", "tiny/prune:int8"]
+    assert [a.name for a in parsed.artifacts] == [*names, "tiny/optimize", "tiny/quantize"]
+    roles = [
+        "teacher fp32",
+        "teacher int8",
+        "intermediate fp32",
+        "intermediate int8",
+        "result fp32",
+        "result",
+    ]
+    assert [a.role for a in parsed.artifacts] == roles
+    metric = f"{balanced_cls['own']}:accuracy"
+    assert parsed.primary_metric == metric and parsed.artifacts[0].metrics[metric] == 1.0
+    by_name = {a.name: a for a in parsed.artifacts}
+    for entry in parsed.artifacts:  # measured together: the report's runs, not the bench step's 5
+        assert set(entry.latency) == {"t1b1s8", "t2b1s8"} and entry.size_mb > 0
+        assert all(len(cell["samples_ms"]) == 10 for cell in entry.latency.values())
+        assert (entry.quantization == "dynamic") == entry.name.endswith(("int8", "quantize"))
+    assert by_name["tiny/model:fp32"].parameters > by_name["tiny/prune:fp32"].parameters  # unpruned
+    assert by_name["tiny/prune:fp32"].steps == ["prune", "export", "optimize"]
+    assert by_name["tiny/quantize"].steps[:4] == ["prune", "simplify", "export", "optimize"]
+    manifest = artifacts.read_manifest(out)
+    lineage = manifest["lineage"]
+    assert [(s["step"], s["type"]) for s in lineage] == [(1, "prune"), (2, "simplify")]
+    assert lineage[0]["config"]["ffn"] == 0.5 and lineage[1]["config"]["activation"] == "relu"
+    assert all(s["summary"] for s in lineage)
+    record = next(s for s in manifest["recipe"]["steps"] if s["type"] == "report")
+    assert len(record["baselines"]) == 6  # export, optimize, quantize of the teacher and the pruned model
+    page = (out / "report.md").read_text()
+    assert "## Side by side with the teacher" in page and "tiny/prune:int8" in page
+    again = cli(["run", str(recipe)])
+    assert again.exit_code == 0 and again.output.count("reused (cached") == 8 + 6
+
+
+def test_report_baselines_can_be_switched_off(tiny_factory: Callable[..., Path], tmp_path: Path) -> None:
+    model = tiny_factory("bert", "seq", 2)
+    body = "steps:\n  - type: simplify\n    activation: relu\n  - type: export\n  - type: report\n"
+    typo = cli(["run", str(_recipe(tmp_path, model, body + "    baseline: false\n"))])
+    assert typo.exit_code == 3 and "unknown key 'baseline' (did you mean 'baselines'?)" in typo.output
+    recipe = _recipe(tmp_path, model, body + "    runs: 10\n    baselines: false\n")
+    plan = cli(["run", str(recipe), "--dry-run"])
+    assert plan.exit_code == 0 and "+ tiny/" not in plan.output
+    result = cli(["run", str(recipe)])
+    assert result.exit_code == 0, result.output
+    parsed = report.read(tmp_path / "out" / "report.json")
+    assert [(a.name, a.role, a.steps) for a in parsed.artifacts] == [
+        ("tiny/export", "result", ["simplify", "export"])
+    ]
+    assert not list((tmp_path / ".edgeslim-cache").glob("b0*"))
+    on = cli(["run", str(_recipe(tmp_path, model, body)), "--dry-run"])
+    assert on.exit_code == 0 and "+ tiny/model export: to run" in on.output  # the teacher's by default
+
+
+CHAIN = (
+    "  - type: export\n    task: sequence-classification\n  - type: optimize\n  - type: quantize\n"
+    "  - type: report\n"
+)
+
+
+def test_plan_names_the_teacher_and_each_intermediate(tiny_bert: Path, tmp_path: Path) -> None:
+    """The sst2-student-int8 shape: the fine-tuned teacher (step 1), the distilled and pruned
+    models are rebuilt from their steps' outputs; the simplified one is the recipe's own export."""
+    from edgeslim import pipeline
+    from edgeslim.recipe import load
+
+    models = (
+        "steps:\n  - type: finetune\n    task: sequence-classification\n  - type: distill\n"
+        "    student_layers: 1\n  - type: prune\n    ffn: 0.5\n    recover_with: '@1'\n"
+        "  - type: simplify\n    activation: relu\n"
+    )
+    rows = pipeline.plan(load(_recipe(tmp_path, tiny_bert, models + CHAIN)), tmp_path / "cache")
+    context = rows[-1]["context"]
+    assert context["name"] == "tiny/quantize"
+    assert [(b["name"], b["role"]) for b in context["beside"]] == [
+        ("tiny/finetune:fp32", "teacher fp32"),
+        ("tiny/finetune:int8", "teacher int8"),
+        ("tiny/distill:fp32", "intermediate fp32"),
+        ("tiny/distill:int8", "intermediate int8"),
+        ("tiny/prune:fp32", "intermediate fp32"),
+        ("tiny/prune:int8", "intermediate int8"),
+        ("tiny/optimize", "result fp32"),
+    ]
+    assert [b["stages"][0]["source"] for b in context["builds"]] == [rows[i]["dir"] for i in range(3)]
+    assert [[s["step"].type for s in b["stages"]] for b in context["builds"]] == [
+        ["export", "optimize", "quantize"]
+    ] * 3
+    assert context["beside"][-1]["dir"] == rows[5]["dir"]
+    only = "steps:\n  - type: finetune\n    task: sequence-classification\n"
+    rows = pipeline.plan(load(_recipe(tmp_path, tiny_bert, only + CHAIN)), tmp_path / "cache")
+    context = rows[-1]["context"]  # the teacher is the last model: its fp32 is the recipe's own
+    assert [(b["name"], b["role"]) for b in context["beside"]] == [
+        ("tiny/optimize", "teacher fp32"),
+        ("tiny/finetune:int8", "teacher int8"),
+    ]
+    (build,) = context["builds"]
+    assert [s["step"].type for s in build["stages"]] == ["quantize"] and build["stages"][0]["source"] == rows[
+        2
+    ]["dir"]

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from edgeslim import artifacts
 from edgeslim.errors import InputError
@@ -25,6 +25,20 @@ class Config(StepConfig):
     limit: int | None = Field(None, gt=0, description="Evaluate the first N examples only.")
     measure: bool = Field(True, description="Bench (t1 b1 s128) artifacts that have no latency yet.")
     runs: int = Field(30, ge=10, description="Runs per artifact when measuring.")
+    baselines: bool = Field(
+        True,
+        description="In a recipe: measure the result side by side with the teacher's fp32 and plain int8, "
+        "each intermediate model (fp32 and int8) and its own fp32 (size, latency, the eval steps' metrics).",
+    )
+
+
+class Beside(BaseModel):
+    """An artifact a recipe's report measures beside its result (a baseline or an intermediate)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field(description="recipe/step[:precision], e.g. sst2-student-int8/distill:int8.")
+    role: str = Field(description="teacher fp32, teacher int8, intermediate fp32, ..., result fp32.")
+    path: Path = Field(description="Its artifact directory (a recipe cache entry).")
 
 
 def _bench_cells(files: tuple[Path, ...]) -> dict[str, list[dict[str, Any]]]:
@@ -43,44 +57,111 @@ def _bench_cells(files: tuple[Path, ...]) -> dict[str, list[dict[str, Any]]]:
     return cells
 
 
-def build(paths: list[Path], cfg: Config) -> Any:
-    """The Report over `paths` (artifact directories)."""
-    from edgeslim import bench, report
+def build(paths: list[Path], cfg: Config, name: str | None = None, beside: tuple[Beside, ...] = ()) -> Any:
+    """The Report over `paths` (artifact directories; the first one is named `name` when given),
+    with `beside` first (a recipe's baselines): then every artifact is measured side by side on
+    the bench grid of the first one's bench step and evaluated like its eval steps."""
+    from edgeslim import report
     from edgeslim.environment import snapshot
 
-    for path in paths:
+    listed: list[tuple[str, str | None, Path]] = [(b.name, b.role, b.path) for b in beside]
+    listed.append((name or paths[0].name, "result" if name or beside else None, paths[0]))
+    listed += [(p.name, None, p) for p in paths[1:]]
+    for _, _, path in listed:
         artifacts.read_manifest(path)
+    if beside:
+        cells = _side_by_side({n: p for n, _, p in listed}, paths[0], cfg)
+    else:
+        cells = _cells({n: p for n, _, p in listed}, cfg)
+    entries = [report.entry(p, cells.get(n, []), name=n, role=r) for n, r, p in listed]
+    evals = _eval_configs(paths[0]) if beside else []
+    entries = [_with_metrics(e, evals) if e.role not in (None, "result") else e for e in entries]
+    if cfg.data:
+        from edgeslim.steps.evaluate import Config as EvalConfig
+
+        extra = EvalConfig(data=cfg.data, limit=cfg.limit, bootstrap=100)
+        entries = [_with_metrics(e, [extra]) for e in entries]
+    return report.build(entries, snapshot())
+
+
+def _cells(models: dict[str, Path], cfg: Config) -> dict[str, list[dict[str, Any]]]:
+    """Bench cells by artifact name: from --bench files, then what bench steps recorded, then
+    (cfg.measure) measured at t1 b1 s128 for the rest."""
+    from edgeslim import bench
+
     cells = _bench_cells(cfg.bench_files)
-    for path in paths:  # cells a bench step already recorded in the manifest
+    for name, path in models.items():  # cells a bench step already recorded in the manifest
         recorded = artifacts.read_manifest(path).get("metrics", {}).get("bench", [])
-        if recorded and path.name not in cells:
-            cells[path.name] = recorded
-    missing = {p.name: p / artifacts.MODEL for p in paths if p.name not in cells}
+        if recorded and name not in cells:
+            cells[name] = recorded
+    missing = {n: p / artifacts.MODEL for n, p in models.items() if n not in cells}
     if cfg.measure and missing:
         seq = min(128, bench.max_length(missing) or 128)
         measured = bench.run_grid(missing, "cpu", [1], [1], [seq], cfg.runs, 3, 0.0)
         for cell in measured["cells"]:
             cells.setdefault(cell["model"], []).append(cell)
-    entries = [report.entry(p, cells.get(p.name, [])) for p in paths]
-    if cfg.data:
-        entries = [_with_metric(e, Path(e.path), cfg) for e in entries]
-    return report.build(entries, snapshot())
+    return cells
 
 
-def _with_metric(entry: Any, path: Path, cfg: Config) -> Any:
+def _side_by_side(models: dict[str, Path], subject: Path, cfg: Config) -> dict[str, list[dict[str, Any]]]:
+    """Every model measured interleaved, on the grid of `subject`'s last bench step (its EP,
+    threads, batches, sequence lengths and warmup; cfg.runs runs), else t1 b1 s<=128."""
+    from edgeslim import bench
+
+    files = {n: p / artifacts.MODEL for n, p in models.items()}
+    grid = next(
+        (s["config"] for s in reversed(artifacts.read_manifest(subject)["steps"]) if s["type"] == "bench"),
+        None,
+    )
+    if grid is None:
+        grid = {"threads": [1], "batch": [1], "seq": [min(128, bench.max_length(files) or 128)]}
+    measured = bench.run_grid(
+        files,
+        grid.get("ep", "cpu"),
+        list(grid["threads"]),
+        list(grid["batch"]),
+        list(grid["seq"]),
+        cfg.runs,
+        int(grid.get("warmup", 3)),
+        0.0,
+        bool(grid.get("allow_fallback", False)),
+    )
+    cells: dict[str, list[dict[str, Any]]] = {}
+    for cell in measured["cells"]:
+        cells.setdefault(cell["model"], []).append(cell)
+    return cells
+
+
+def _eval_configs(subject: Path) -> list[Any]:
+    """The configs of `subject`'s eval steps (fidelity references dropped: metrics only)."""
     from edgeslim.steps.evaluate import Config as EvalConfig
+
+    return [
+        EvalConfig.model_validate({**s["config"], "reference": None})
+        for s in artifacts.read_manifest(subject)["steps"]
+        if s["type"] == "eval"
+    ]
+
+
+def _with_metrics(entry: Any, configs: list[Any]) -> Any:
+    """`entry` with each eval config's metrics (as data:metric) added."""
     from edgeslim.steps.evaluate import evaluate
 
-    result = evaluate(path, EvalConfig(data=cfg.data or "", limit=cfg.limit, bootstrap=100))
-    metrics = {f"{cfg.data}:{k}": v["value"] for k, v in result["metrics"].items()}
-    return entry.model_copy(update={"metrics": {**entry.metrics, **metrics}})
+    metrics = dict(entry.metrics)
+    for config in configs:
+        result = evaluate(Path(entry.path), config)
+        metrics.update({f"{config.data}:{k}": v["value"] for k, v in result["metrics"].items()})
+    return entry.model_copy(update={"metrics": metrics})
 
 
-def run(src: Path, cfg: Config, out: Path) -> dict[str, Any]:
-    """Carry `src` into `out` with the report files (the recipe's closing step)."""
+def run(
+    src: Path, cfg: Config, out: Path, name: str | None = None, beside: tuple[Beside, ...] = ()
+) -> dict[str, Any]:
+    """Carry `src` into `out` with the report files (the recipe's closing step); a recipe run
+    names the result `name` and passes its baselines in `beside` (see pipeline.plan)."""
     from edgeslim import report
 
-    built = build([src, *cfg.compare], cfg)
+    built = build([src, *cfg.compare], cfg, name, beside if cfg.baselines else ())
     artifacts.copy_companions(src, out, skip_model=False)
     report.write(built, out)
     manifest = artifacts.read_manifest(src)
@@ -88,9 +169,14 @@ def run(src: Path, cfg: Config, out: Path) -> dict[str, Any]:
         "type": "report",
         "config": cfg.model_dump(mode="json"),
         "files": ["report.json", "report.md", "report.html"],
+        "compared": [{"name": e.name, "role": e.role, "path": e.path} for e in built.artifacts],
     }
     artifacts.write_json(out / artifacts.MANIFEST, artifacts.append_step(manifest, step))
-    return {"report": "report.md, report.html", "plots": ", ".join(report.read(out / "report.json").plots)}
+    return {
+        "report": "report.md, report.html",
+        "artifacts": len(built.artifacts),
+        "plots": ", ".join(report.read(out / "report.json").plots),
+    }
 
 
 def command(
