@@ -11,21 +11,40 @@ from edgeslim import losses
 
 
 class Student(torch.nn.Module):
-    """The student plus learned projections to the teacher's width (not saved with the model)."""
+    """The student plus learned projections to the teacher's width, one Linear(student hidden ->
+    teacher hidden) per mapped layer for the hidden-state loss: trained with the student, kept in
+    checkpoints (resume), never in the saved student (the trainer saves `.student` only).
 
-    def __init__(self, student: Any, teacher_hidden: int, mapped: int) -> None:
+    `kept` (Hs,): the teacher channels a narrowed student's channels were copied from; the
+    projections then start as that embedding (channel c -> teacher channel kept[c]), so the loss
+    starts from the copied alignment instead of a random map."""
+
+    def __init__(
+        self, student: Any, teacher_hidden: int, mapped: int, kept: torch.Tensor | None = None
+    ) -> None:
         super().__init__()
         self.student = student
         width = student.config.hidden_size if hasattr(student.config, "hidden_size") else student.config.dim
         self.proj = torch.nn.ModuleList(
             [
-                torch.nn.Identity() if width == teacher_hidden else torch.nn.Linear(width, teacher_hidden)
+                torch.nn.Identity() if width == teacher_hidden else _projection(width, teacher_hidden, kept)
                 for _ in range(mapped)
             ]
         )
 
     def forward(self, **batch: Any) -> Any:
         return self.student(**batch)
+
+
+def _projection(width: int, teacher_hidden: int, kept: torch.Tensor | None) -> torch.nn.Linear:
+    """Linear(width -> teacher_hidden): random, or the embedding of the kept channels."""
+    proj = torch.nn.Linear(width, teacher_hidden)
+    if kept is not None:
+        with torch.no_grad():
+            proj.weight.zero_()
+            proj.weight[kept, torch.arange(width)] = 1.0
+            proj.bias.zero_()
+    return proj
 
 
 def uniform_map(student_layers: int, teacher_layers: int) -> list[int]:

@@ -1,8 +1,11 @@
-"""Students made from a teacher by keeping some of its layers (DistilBERT/TinyBERT style)."""
+"""Students made from a teacher: some of its layers (DistilBERT/TinyBERT style), and optionally a
+narrower width (hidden size, heads, FFN) initialised from the most important slices of its weights."""
 
 from __future__ import annotations
 
 import copy
+import re
+from dataclasses import astuple, dataclass
 from typing import Any
 
 from edgeslim.errors import InputError
@@ -63,4 +66,249 @@ def reduce_layers(teacher: Any, mapping: list[int]) -> Any:
     container.layer = kept
     key = "n_layers" if hasattr(student.config, "n_layers") else "num_hidden_layers"
     setattr(student.config, key, len(mapping))
+    pruned = getattr(student.config, "pruned_heads", None)
+    if pruned:  # keyed by layer: renumber to the student's layers
+        student.config.pruned_heads = {i: pruned[j] for i, j in enumerate(mapping) if pruned.get(j)}
+    return student
+
+
+# ---- narrower students: a principled subset of the teacher's width --------------------------
+#
+# Which slices: activation importance on a few training batches of the teacher (as in Minitron,
+# Muralidharan et al. 2024, "Compact Language Models via Pruning and Knowledge Distillation"):
+#   hidden channel c  mean |LayerNorm output_c| over real tokens, summed over the kept layers
+#                     (one set for the whole residual stream: embeddings, every layer, heads);
+#   head h            mean L2 norm of its context vector (the input of attention.output.dense);
+#   FFN neuron j      mean |GELU output_j| x ||W_down[:, j]||: its contribution to the output.
+# Activations rank what the teacher actually uses on this data, which weight magnitude does not
+# see (LayerNorm rescales every channel); random or first-k slices throw that away. When the
+# head size shrinks too, Q/K dims are kept by ||W_q row|| x ||W_k row|| and V dims by
+# ||W_v row|| x ||W_o column||, and Q is scaled by sqrt(d_s / d_t) so q.k / sqrt(d_s) keeps the
+# teacher's 1 / sqrt(d_t) scale.
+
+
+@dataclass(frozen=True)
+class Width:
+    """A student's width: hidden size, attention heads, FFN (intermediate) size."""
+
+    hidden: int
+    heads: int
+    ffn: int
+
+
+@dataclass
+class Importance:
+    """Per-unit activation importance of a teacher: hidden (H,), per layer heads (A,) and FFN (I,)."""
+
+    hidden_by_layer: list[Any]  # per layer (H,): its two LayerNorm outputs
+    embeddings: Any  # (H,) or None when the embeddings LayerNorm is not on the hidden size
+    heads: list[Any]
+    ffn: list[Any]
+
+    def hidden(self, mapping: list[int]) -> Any:
+        """(H,) over the residual stream the student keeps: embeddings and its mapped layers."""
+        total = sum((self.hidden_by_layer[j] for j in mapping), self.hidden_by_layer[0] * 0)
+        return total if self.embeddings is None else total + self.embeddings
+
+
+def shape(model: Any) -> dict[str, Any]:
+    """layers, hidden, heads (per layer), ffn (per layer) and parameters of a BERT-like model."""
+    blocks = _layers(model)
+    heads = [_attention_self(b).num_attention_heads for b in blocks]
+    ffn = [b.intermediate.dense.out_features for b in blocks] if hasattr(blocks[0], "intermediate") else []
+    return {
+        "layers": len(blocks),
+        "hidden": _hidden(model.config),
+        "heads": heads,
+        "ffn": ffn,
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+
+
+def _hidden(config: Any) -> int:
+    return int(config.hidden_size if hasattr(config, "hidden_size") else config.dim)
+
+
+def _attention_self(block: Any) -> Any:
+    attention = getattr(block, "attention", None)
+    return getattr(attention, "self", attention)
+
+
+def target_width(
+    config: dict[str, Any], hidden: int | None, heads: int | None, ffn: int | None
+) -> Width | None:
+    """The requested width of a student of the teacher with this config.json (None fields: the
+    teacher's), checked; None when it is the teacher's own."""
+    from edgeslim import pruning
+
+    if hidden is None and heads is None and ffn is None:
+        return None
+    if config.get("model_type") not in pruning.SUPPORTED:
+        raise InputError(
+            f"narrower students (--student-hidden/--student-heads/--student-ffn) support "
+            f"{', '.join(pruning.SUPPORTED)}; this teacher is {config.get('model_type')}: "
+            "use --student-layers only"
+        )
+    if config.get("pruned_heads"):
+        raise InputError(
+            "the teacher has pruned heads (config.json pruned_heads): narrow a teacher whose layers "
+            "all have the same heads, or use --student-layers only"
+        )
+    teacher = Width(config["hidden_size"], config["num_attention_heads"], config["intermediate_size"])
+    want = Width(hidden or teacher.hidden, heads or teacher.heads, ffn or teacher.ffn)
+    for name, a, b in zip(("hidden", "heads", "ffn"), astuple(want), astuple(teacher), strict=True):
+        if a > b:
+            raise InputError(
+                f"--student-{name} {a} is wider than the teacher's {b}: a student copies a subset"
+            )
+    head_size, teacher_head = want.hidden / want.heads, teacher.hidden // teacher.heads
+    if want.hidden % want.heads:
+        raise InputError(
+            f"--student-hidden {want.hidden} is not divisible by {want.heads} heads: give --student-heads "
+            f"(e.g. {max(1, want.hidden // teacher_head)} keeps the teacher's head size {teacher_head})"
+        )
+    if head_size > teacher_head:
+        raise InputError(
+            f"{want.heads} heads of {want.hidden} dims are {int(head_size)} wide, wider than the teacher's "
+            f"{teacher_head}: use at least {-(-want.hidden // teacher_head)} heads"
+        )
+    return None if want == teacher else want
+
+
+def activation_importance(model: Any, batches: list[dict[str, Any]]) -> Importance:
+    """Importance of every hidden channel, head and FFN neuron of `model` on `batches` (forward only)."""
+    import torch
+
+    blocks, hidden = _layers(model), model.config.hidden_size
+    mask: dict[str, Any] = {}
+    sums = {
+        "hidden": [torch.zeros(hidden) for _ in blocks],
+        "heads": [torch.zeros(_attention_self(b).num_attention_heads) for b in blocks],
+        "ffn": [torch.zeros(b.intermediate.dense.out_features) for b in blocks],
+        "embeddings": [torch.zeros(hidden)],
+    }
+
+    def add(kind: str, i: int, values: Any) -> None:  # values (B, T, n): masked sum over tokens
+        m = mask["m"].unsqueeze(-1).to(values.dtype)
+        sums[kind][i] += (values.detach() * m).sum((0, 1))
+
+    def layer_hooks(i: int, block: Any) -> list[Any]:
+        heads = _attention_self(block).num_attention_heads
+
+        def context(_: Any, args: Any) -> None:  # (B, T, A*d) -> per-head norms (B, T, A)
+            x = args[0]
+            add("heads", i, x.view(*x.shape[:2], heads, -1).norm(dim=-1))
+
+        def channels(_: Any, __: Any, out: Any) -> None:  # a LayerNorm's output (B, T, H)
+            add("hidden", i, out.abs())
+
+        return [
+            block.attention.output.LayerNorm.register_forward_hook(channels),
+            block.output.LayerNorm.register_forward_hook(channels),
+            block.attention.output.dense.register_forward_pre_hook(context),
+            block.output.dense.register_forward_pre_hook(lambda _m, a: add("ffn", i, a[0].abs())),
+        ]
+
+    handles = [h for i, block in enumerate(blocks) for h in layer_hooks(i, block)]
+    embed_norm = getattr(model, model.base_model_prefix).embeddings.LayerNorm
+    on_hidden = embed_norm.normalized_shape[0] == hidden  # ELECTRA: LayerNorm on embedding_size
+    if on_hidden:
+        handles.append(embed_norm.register_forward_hook(lambda _m, _a, o: add("embeddings", 0, o.abs())))
+    tokens = 0
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                mask["m"] = batch["attention_mask"]
+                tokens += int(batch["attention_mask"].sum())
+                model(**{k: v for k, v in batch.items() if k != "labels"})
+    finally:
+        for handle in handles:
+            handle.remove()
+    scale = 1 / max(tokens, 1)
+    ffn = [
+        s * scale * b.output.dense.weight.detach().norm(dim=0)
+        for s, b in zip(sums["ffn"], blocks, strict=True)
+    ]
+    return Importance(
+        [s * scale for s in sums["hidden"]],
+        sums["embeddings"][0] * scale if on_hidden else None,
+        [s * scale for s in sums["heads"]],
+        ffn,
+    )
+
+
+def _top(score: Any, keep: int) -> Any:
+    """Indices of the `keep` largest scores, in increasing order (a slice keeps the layout)."""
+    return score.argsort(descending=True)[:keep].sort().values
+
+
+def width_plan(model: Any, width: Width, importance: Importance, mapping: list[int]) -> dict[str, Any]:
+    """What to keep of `model` (already reduced to the mapped layers): hidden channels (Hs,), and per
+    layer its kept heads (original ids) with their Q/K and V rows, and its kept FFN neurons."""
+    import torch
+
+    hid = _top(importance.hidden(mapping), width.hidden)
+    d_t, d_s = model.config.hidden_size // model.config.num_attention_heads, width.hidden // width.heads
+    plan: dict[str, Any] = {"hidden": hid, "heads": [], "qk": [], "v": [], "ffn": []}
+    for block, j in zip(_layers(model), mapping, strict=True):
+        attn = block.attention
+        heads = _top(importance.heads[j], width.heads)
+        q, k, v = (w.weight.detach()[:, hid] for w in (attn.self.query, attn.self.key, attn.self.value))
+        o = attn.output.dense.weight.detach()[hid]
+        qk_rows, v_rows = [], []
+        for h in heads.tolist():
+            rows = torch.arange(h * d_t, (h + 1) * d_t)
+            qk_rows.append(rows[_top(q[rows].norm(dim=1) * k[rows].norm(dim=1), d_s)])
+            v_rows.append(rows[_top(v[rows].norm(dim=1) * o[:, rows].norm(dim=0), d_s)])
+        plan["heads"].append(heads)
+        plan["qk"].append(torch.cat(qk_rows))
+        plan["v"].append(torch.cat(v_rows))
+        plan["ffn"].append(_top(importance.ffn[j], width.ffn))
+    plan["q_scale"] = (d_s / d_t) ** 0.5
+    return plan
+
+
+def _roles(name: str) -> tuple[str, str]:
+    """What dims 0 and 1 of a BERT-family parameter index (a bias has dim 0 only)."""
+    if re.search(r"attention\.self\.(query|key)\.", name):
+        return "qk", "hidden"
+    if ".attention.self.value." in name:
+        return "v", "hidden"
+    if ".attention.output.dense." in name:
+        return "hidden", "v"
+    if ".intermediate.dense." in name:
+        return "ffn", "hidden"
+    if re.search(r"layer\.\d+\.output\.dense\.", name):
+        return "hidden", "ffn"
+    return "hidden", "hidden"  # embeddings, LayerNorms, pooler, task head, ELECTRA's projection
+
+
+def _slice(name: str, tensor: Any, target: Any, plan: dict[str, Any]) -> Any:
+    """`tensor` cut to `target`'s shape along the dims that shrink, with the plan's indices."""
+    found = re.search(r"layer\.(\d+)\.", name)
+    layer = int(found.group(1)) if found else None
+    for dim, role in enumerate(_roles(name)[: tensor.ndim]):
+        if tensor.shape[dim] == target.shape[dim]:
+            continue
+        index = plan[role] if role == "hidden" else plan[role][layer]
+        if len(index) != target.shape[dim]:
+            raise InputError(f"cannot narrow {name}: {tuple(tensor.shape)} -> {tuple(target.shape)}")
+        tensor = tensor.index_select(dim, index)
+    if re.search(r"attention\.self\.query\.", name):
+        tensor = tensor * plan["q_scale"]
+    return tensor
+
+
+def narrow(model: Any, width: Width, plan: dict[str, Any]) -> Any:
+    """A new model of `width` initialised with the plan's slices of `model` (same class, vocabulary,
+    positions and task head)."""
+    config = copy.deepcopy(model.config)
+    config.hidden_size, config.num_attention_heads, config.intermediate_size = astuple(width)
+    config.pruned_heads = {}
+    student = type(model)(config)
+    targets = student.state_dict()
+    source = model.state_dict()
+    if set(source) != set(targets):
+        raise InputError(f"cannot narrow {type(model).__name__}: its parameters are not BERT-like")
+    student.load_state_dict({n: _slice(n, t, targets[n], plan) for n, t in source.items()})
     return student

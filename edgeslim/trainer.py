@@ -224,9 +224,12 @@ def _loop_state(saved: Any) -> LoopState:
 
 
 def _resume(
-    folder: Path, fingerprint: str, model: Any, optimizer: Any, scheduler: Any, hook: Any
-) -> LoopState:
-    """Load the checkpoint in `folder` into the model, optimizer, scheduler, RNGs and hook."""
+    folder: Path, fingerprint: str, model: Any, optimizer: Any, scheduler: Any, hook: Any, rebuild: Any
+) -> tuple[LoopState, Any, Any]:
+    """Load the checkpoint in `folder` into the model, optimizer, scheduler, RNGs and hook; returns
+    (loop state, optimizer, scheduler). The hook comes first: one that reshapes the model (pruning
+    while training) rebuilds the saved shape, then `rebuild(optimizer, scheduler)` makes an
+    optimizer for its parameters, before the weights and optimizer state are loaded."""
     import pickle
 
     import torch
@@ -236,14 +239,15 @@ def _resume(
     plain = _read_state(folder, fingerprint)
     try:
         state = _loop_state(plain["loop"])
-        load_model(model, str(folder / WEIGHTS), strict=True)
         tensors = load_file(str(folder / EXTRA))
+        if hook is not None:
+            mine = {k.removeprefix("hook."): v for k, v in tensors.items() if k.startswith("hook.")}
+            if hook.load_state_dict({**plain["hook"], **mine}):
+                optimizer, scheduler = rebuild(optimizer, scheduler)
+        load_model(model, str(folder / WEIGHTS), strict=True)
         optimizer.load_state_dict(torch.load(folder / OPTIMIZER, map_location="cpu", weights_only=True))
         scheduler.load_state_dict(plain["scheduler"])
         _set_rng_state(plain["rng"], tensors)
-        if hook is not None:
-            mine = {k.removeprefix("hook."): v for k, v in tensors.items() if k.startswith("hook.")}
-            hook.load_state_dict({**plain["hook"], **mine})
     except (
         OSError,
         EOFError,
@@ -260,7 +264,21 @@ def _resume(
         raise InputError(
             f"{folder} is damaged or incomplete ({reason}): delete it to start this run over"
         ) from None
-    return state
+    return state, optimizer, scheduler
+
+
+def _optimizer(model: Any, settings: Settings, total: int) -> tuple[Any, Any]:
+    """AdamW (no decay on biases and norms) and its linear warmup-decay schedule."""
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
+    rest = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": settings.weight_decay}, {"params": rest, "weight_decay": 0.0}],
+        lr=settings.lr,
+    )
+    return optimizer, get_linear_schedule_with_warmup(optimizer, int(total * settings.warmup_ratio), total)
 
 
 def _save_model(model: Any, path: Path) -> None:
@@ -335,11 +353,11 @@ def train(
     """Train `model` in place; return the best eval, the history and where the best weights are.
 
     `hook` (e.g. sparsity.Sparsifier) sees every synchronised backward (`after_backward()`) and
-    every optimizer step (`after_step(step, total)`); its state_dict() (a flat dict of
+    every optimizer step (`after_step(step, total)`, True when it replaced parameters: the
+    optimizer is rebuilt and the best so far forgotten); its state_dict() (a flat dict of
     tensors and JSON values) is checkpointed."""
     import torch
     from accelerate import Accelerator
-    from transformers import get_linear_schedule_with_warmup
 
     from edgeslim import ui
 
@@ -348,27 +366,35 @@ def train(
     accel = Accelerator(cpu=not torch.cuda.is_available(), gradient_accumulation_steps=settings.grad_accum)
     per_epoch = math.ceil(len(batches(0)) / accel.num_processes)
     total = settings.max_steps or max(1, int(per_epoch * settings.epochs / settings.grad_accum))
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
-    rest = [p for n, p in model.named_parameters() if p.ndim <= 1]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": settings.weight_decay}, {"params": rest, "weight_decay": 0.0}],
-        lr=settings.lr,
-    )
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(total * settings.warmup_ratio), total)
+    optimizer, scheduler = _optimizer(model, settings, total)
     model, optimizer = accel.prepare(model, optimizer)
+
+    def rebuild(optimizer: Any, scheduler: Any) -> tuple[Any, Any]:
+        """A fresh optimizer for a model whose parameters the hook replaced (structured pruning),
+        at the same point of the learning-rate schedule."""
+        if accel.num_processes > 1:
+            raise InputError("pruning while training runs in one process: launch it without DDP")
+        fresh, schedule = _optimizer(model, settings, total)
+        schedule.load_state_dict(scheduler.state_dict())
+        for group, lr in zip(fresh.param_groups, scheduler.get_last_lr(), strict=True):
+            group["lr"] = lr
+        return accel.prepare(fresh), schedule
+
     state = LoopState()
     if accel.is_main_process:
         _tidy(work)
     accel.wait_for_everyone()
     found = work / CHECKPOINT if (work / CHECKPOINT).exists() else None
     if found is not None:
-        state = _resume(found, fingerprint, accel.unwrap_model(model), optimizer, scheduler, hook)
+        state, optimizer, scheduler = _resume(
+            found, fingerprint, accel.unwrap_model(model), optimizer, scheduler, hook, rebuild
+        )
         ui.note(f"resuming from step {state.step} ({found})")
     log = _open_log(work, state.step) if accel.is_main_process else open(os.devnull, "w")  # noqa: SIM115
     started, start_step = time.perf_counter(), state.step
     model.train()
-    if hook is not None:
-        hook.after_step(state.step, total)  # one-shot schedules prune before the first step
+    if hook is not None and hook.after_step(state.step, total):  # one-shot schedules act before step 1
+        optimizer, scheduler = rebuild(optimizer, scheduler)
     while state.step < total:
         epoch, index = divmod(state.micro, per_epoch)
         order = batches(epoch)[accel.process_index :: accel.num_processes]
@@ -391,8 +417,9 @@ def train(
         if not accel.sync_gradients:
             continue
         state.step += 1
-        if hook is not None:
-            hook.after_step(state.step, total)
+        if hook is not None and hook.after_step(state.step, total):  # the hook reshaped the model
+            optimizer, scheduler = rebuild(optimizer, scheduler)
+            state.best, state.bad_evals = None, 0  # the best so far has the old shape: not the output
         state.losses.append(round(float(loss.detach()), 6))
         done = state.step - start_step
         eta = (time.perf_counter() - started) / done * (total - state.step)

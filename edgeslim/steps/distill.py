@@ -4,6 +4,7 @@ states, attention), on labelled and unlabeled text; output a HF directory."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -42,9 +43,17 @@ class Weights(BaseModel):
     )
     alpha: float = Field(0.0, ge=0, description="Task loss on gold labels (labelled rows only).")
     hidden: float = Field(
-        0.0, ge=0, description="Hidden-state MSE per mapped layer (projected if widths differ)."
+        0.0,
+        ge=0,
+        description="Hidden-state MSE per mapped layer; a narrower student's states go through a learned "
+        "Linear(student -> teacher hidden) per layer, trained with it and not saved.",
     )
-    attention: float = Field(0.0, ge=0, description="Attention-map KL per mapped layer.")
+    attention: float = Field(
+        0.0,
+        ge=0,
+        description="Attention-map KL per mapped layer; when the head counts differ (narrower or pruned "
+        "student) the maps are averaged over heads first.",
+    )
     cosine: float = Field(
         1.0, ge=0, description="Embedding teachers: 1 - cosine between pooled student and teacher embeddings."
     )
@@ -58,7 +67,32 @@ class Config(TrainConfig):
     type: Literal["distill"] = "distill"
     student_layers: int | None = Field(None, gt=0, description="Keep this many teacher layers.")
     init: str = Field("every-other", description="every-other, first-k, last-k, or a layer list like 0,2,4.")
+    student_hidden: int | None = Field(
+        None,
+        gt=0,
+        description="Student hidden size (<= the teacher's, divisible by the heads; default the teacher's): "
+        "the teacher's most active channels are copied.",
+    )
+    student_heads: int | None = Field(
+        None, gt=0, description="Attention heads per student layer (default the teacher's)."
+    )
+    student_ffn: int | None = Field(None, gt=0, description="Student FFN size (default the teacher's).")
     student: Path | None = Field(None, description="A student model directory instead (same tokenizer).")
+    prune_heads: float = Field(
+        0.0, ge=0, lt=1, description="Remove this fraction of each student layer's heads while distilling."
+    )
+    prune_ffn: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Remove this fraction of each student layer's FFN neurons while distilling.",
+    )
+    prune_at: float = Field(
+        0.5, gt=0, le=1, description="Pruning is done by this fraction of the run (its last event)."
+    )
+    prune_events: int = Field(
+        1, ge=1, description="Prune in N events up to prune_at, a cubic share by each (most early)."
+    )
     unlabeled: str | None = Field(None, description="Unlabeled text for pseudo-labels (e.g. wikitext2).")
     unlabeled_size: int | None = Field(None, gt=0, description="Use the first N unlabeled texts.")
     losses: Weights = Field(default_factory=Weights, description="Loss terms and weights.")
@@ -144,7 +178,14 @@ def _data(teacher: Path, cfg: Config, task: str) -> tuple[data.Examples, data.Ex
     return train, dev, train_labels, dev_labels
 
 
-def _student(teacher: Any, teacher_dir: Path, cfg: Config, task: str) -> tuple[Any, list[int]]:
+IMPORTANCE_BATCHES = 8  # training batches the teacher reads to rank channels, heads and neurons
+
+
+def _student(
+    teacher: Any, teacher_dir: Path, cfg: Config, task: str, batches: Callable[[int], list[dict[str, Any]]]
+) -> tuple[Any, list[int], Any]:
+    """(student, the teacher layer each student layer imitates, the teacher hidden channels a
+    narrowed student was copied from or None)."""
     from edgeslim import distillation, simplify, students
 
     layers = (
@@ -157,9 +198,61 @@ def _student(teacher: Any, teacher_dir: Path, cfg: Config, task: str) -> tuple[A
         student = models.load(models.resolve(str(cfg.student)), task)
         simplify.tie_shared_(student)
         s_layers = getattr(student.config, "num_hidden_layers", None) or student.config.n_layers
-        return student, distillation.uniform_map(s_layers, layers)
+        return student, distillation.uniform_map(s_layers, layers), None
     mapping = students.layer_map(layers, cfg.student_layers, cfg.init)
-    return students.reduce_layers(teacher, mapping), mapping
+    reduced = students.reduce_layers(teacher, mapping)
+    width = students.target_width(
+        teacher.config.to_dict(), cfg.student_hidden, cfg.student_heads, cfg.student_ffn
+    )
+    if width is None:
+        return reduced, mapping, None
+    importance = students.activation_importance(teacher, batches(0)[:IMPORTANCE_BATCHES])
+    plan = students.width_plan(reduced, width, importance, mapping)
+    return students.narrow(reduced, width, plan), mapping, plan["hidden"]
+
+
+def _check_student(cfg: Config, config: dict[str, Any], task: str) -> None:
+    """The student options, before the data and the teacher are loaded."""
+    from edgeslim import students
+
+    if (
+        cfg.student is None
+        and cfg.student_layers is None
+        and cfg.init in ("every-other", "first-k", "last-k")
+    ):
+        raise InputError("choose the student: --student-layers K (with --init) or --student DIR")
+    narrowed = (cfg.student_hidden, cfg.student_heads, cfg.student_ffn) != (None, None, None)
+    if cfg.student is not None:  # a bad student fails here, not after the teacher and data load
+        if narrowed:
+            raise InputError(
+                "--student-hidden/--student-heads/--student-ffn shape a student built from the "
+                "teacher: drop them with --student DIR"
+            )
+        models.read_config(models.resolve(str(cfg.student)))
+    width = students.target_width(config, cfg.student_hidden, cfg.student_heads, cfg.student_ffn)
+    if width is not None and task == "feature-extraction":
+        raise InputError(
+            "an embedding teacher's student keeps the teacher's hidden size (their embeddings are "
+            "compared directly): drop --student-hidden/--student-heads/--student-ffn"
+        )
+    if cfg.prune_heads or cfg.prune_ffn:
+        if cfg.patience is not None:
+            raise InputError(
+                "--patience could stop before pruning is done: drop it with --prune-heads/--prune-ffn"
+            )
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise InputError("pruning while distilling runs in one process: launch it without DDP")
+
+
+def _pruner(student: Any, cfg: Config, hook_factory: Callable[[Any], Any] | None) -> Any:
+    """The trainer hook: the caller's (prune/simplify recovery), or pruning while distilling."""
+    from edgeslim import pruning
+
+    if not (cfg.prune_heads or cfg.prune_ffn):
+        return hook_factory(student) if hook_factory else None
+    if hook_factory is not None:
+        raise InputError("pruning while distilling does not combine with the calling step's own hook")
+    return pruning.Pruner(student, cfg.prune_heads, cfg.prune_ffn, cfg.prune_at, cfg.prune_events)
 
 
 def run(
@@ -176,23 +269,18 @@ def run(
     resumes only that run."""
     import torch
 
-    from edgeslim import distillation, trainer, training
+    from edgeslim import distillation, students, trainer, training
 
     path = models.resolve(src)
-    task = teacher_task(models.read_config(path))
-    if (
-        cfg.student is None
-        and cfg.student_layers is None
-        and cfg.init in ("every-other", "first-k", "last-k")
-    ):
-        raise InputError("choose the student: --student-layers K (with --init) or --student DIR")
-    if cfg.student is not None:  # a bad student fails here, not after the teacher and data load
-        models.read_config(models.resolve(str(cfg.student)))
+    config = models.read_config(path)
+    task = teacher_task(config)
+    _check_student(cfg, config, task)
     train, dev, train_labels, dev_labels = _data(path, cfg, task)
     torch.manual_seed(cfg.seed)
     teacher = models.load(path, task).eval()
-    student, mapping = _student(teacher, path, cfg, task)
-    wrapper = distillation.Student(student.train(), teacher.config.hidden_size, len(mapping))
+    batches = training.batch_maker(path, train, train_labels, task, cfg)
+    student, mapping, kept = _student(teacher, path, cfg, task, batches)
+    wrapper = distillation.Student(student.train(), teacher.config.hidden_size, len(mapping), kept)
     pooling = models.default_pooling(path)
     loss_fn = distillation.make_loss(teacher, cfg.losses, mapping, task, pooling)
     evaluate = (
@@ -200,20 +288,21 @@ def run(
         if task == "feature-extraction"
         else training.dev_metric(path, dev, dev_labels, task, cfg)
     )
-    batches = training.batch_maker(path, train, train_labels, task, cfg)
     stats: dict[str, Any] = {"teacher_dev": evaluate(teacher), "layer_map": mapping, "eval_data": dev.name}
+    stats["student_initial"] = students.shape(student)
     if task == "sequence-classification":
         stats["pseudo_labels"] = distillation.pseudo_label_stats(
             teacher, training.batch_maker(path, dev, dev_labels, task, cfg)(0), cfg.losses.min_confidence
         )
     settings = training.loop_settings(cfg)
-    hook = hook_factory(student) if hook_factory else None
+    hook = _pruner(student, cfg, hook_factory)
     run_id = fingerprint(src, cfg) + owner + (json.dumps(hook.describe(), sort_keys=True) if hook else "")
     result = trainer.train(
         wrapper, loss_fn, batches, evaluate, training.METRIC[task], out, settings, run_id, hook
     )
+    stats["student"] = students.shape(student)  # after any pruning: the shape written
     if hook is not None:
-        stats["sparsity"] = hook.report()
+        stats["pruning" if cfg.prune_heads or cfg.prune_ffn else "sparsity"] = hook.report()
     if not artifacts.is_main_process():  # other ranks of a distributed run write nothing
         return {"rank": result["ranks"]}
     finish(
@@ -225,8 +314,10 @@ def run(
         "teacher_dev": stats["teacher_dev"],
         "student_best": result["best"],
         "layer_map": mapping,
+        "student": stats["student"],
         **stats.get("pseudo_labels", {}),
-        **({"sparsity": stats["sparsity"]} if hook is not None else {}),
+        **({"prune_events": stats["pruning"]["events"]} if "pruning" in stats else {}),
+        **({"sparsity": stats["sparsity"]} if "sparsity" in stats else {}),
     }
 
 
@@ -294,7 +385,18 @@ def command(
     output: Output,
     student_layers: Annotated[int | None, typer.Option(help="Keep K teacher layers.")] = None,
     init: Annotated[str, typer.Option(help="every-other, first-k, last-k or 0,2,4.")] = "every-other",
+    student_hidden: Annotated[
+        int | None, typer.Option(help="Student hidden size (<= the teacher's; default the teacher's).")
+    ] = None,
+    student_heads: Annotated[int | None, typer.Option(help="Student attention heads per layer.")] = None,
+    student_ffn: Annotated[int | None, typer.Option(help="Student FFN (intermediate) size.")] = None,
     student: Annotated[Path | None, typer.Option(help="Student model directory instead.")] = None,
+    prune_heads: Annotated[float, typer.Option(help="Fraction of heads to remove while distilling.")] = 0.0,
+    prune_ffn: Annotated[
+        float, typer.Option(help="Fraction of FFN neurons to remove while distilling.")
+    ] = 0.0,
+    prune_at: Annotated[float, typer.Option(help="Pruning is done by this fraction of the run.")] = 0.5,
+    prune_events: Annotated[int, typer.Option(help="Prune in N events (cubic schedule).")] = 1,
     data_spec: Annotated[str, typer.Option("--data", help="Labelled training data.")] = "sst2:train",
     unlabeled: Annotated[str | None, typer.Option(help="Unlabeled text (e.g. wikitext2).")] = None,
     eval_data: Annotated[
@@ -344,7 +446,14 @@ def command(
         Config,
         student_layers=student_layers,
         init=init,
+        student_hidden=student_hidden,
+        student_heads=student_heads,
+        student_ffn=student_ffn,
         student=student,
+        prune_heads=prune_heads,
+        prune_ffn=prune_ffn,
+        prune_at=prune_at,
+        prune_events=prune_events,
         data=data_spec,
         unlabeled=unlabeled,
         eval=eval_data,
