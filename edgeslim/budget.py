@@ -22,9 +22,9 @@ from edgeslim import artifacts
 from edgeslim.errors import InputError
 
 SENSITIVE_OPS = {
-    "dynamic": ("MatMul", "Gemm", "Attention", "Gather"),
-    "static": ("MatMul", "Gemm", "Gather"),
-    "weight-only": ("MatMul", "Gather"),
+    "dynamic": ("MatMul", "Gemm", "Attention", "Gather", "EmbedLayerNormalization"),
+    "static": ("MatMul", "Gemm", "Gather", "EmbedLayerNormalization"),
+    "weight-only": ("MatMul", "Gather", "EmbedLayerNormalization"),
 }
 
 

@@ -91,12 +91,64 @@ def test_weight_only_hqq(bert_fused: Path, tmp_path: Path) -> None:
     assert step["fidelity"]["sentence_embedding"]["sqnr_db"] > 5
 
 
-def test_embeddings_need_unfused_graph(
-    bert_fp32: Path, bert_fused: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def _table_types(artifact: Path) -> dict[str, int]:
+    """Element type of the word-embedding table (a 2-D initializer; not its scale or zero point)."""
+    graph = inspection.load_graph(artifact / "model.onnx").graph
+    tables = [t for t in graph.initializer if "word_embeddings" in t.name and len(t.dims) == 2]
+    return {t.name: t.data_type for t in tables}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        (),
+        ("--mode", "static", "--calib-size", "16"),
+        ("--mode", "static", "--format", "qoperator", "--calib-size", "16"),
+        ("--mode", "weight-only", "--bits", "4"),
+        ("--mode", "weight-only", "--algorithm", "hqq"),
+    ],
+    ids=["dynamic", "static-qdq", "static-qoperator", "weight-only", "weight-only-hqq"],
+)
+def test_fused_embeddings_quantized_by_default(
+    bert_fused: Path, tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    # default: the fused table becomes int8 inside QEmbedLayerNormalization (one pass for dynamic,
+    # a second quantize_dynamic pass over that op for static and weight-only)
+    step = _quantize(bert_fused, tmp_path / "q", *args)
+    ops = _ops(tmp_path / "q")
+    assert ops.get("QEmbedLayerNormalization") == 1 and "EmbedLayerNormalization" not in ops, ops
+    assert set(_table_types(tmp_path / "q").values()) <= {2, 3}  # uint8 / int8, no fp32 table left
+    assert step["fidelity"]["sentence_embedding"]["cosine_mean"] > 0.9
+    kept = _quantize(bert_fused, tmp_path / "kept", *args, "--no-embeddings")
+    assert _ops(tmp_path / "kept").get("EmbedLayerNormalization") == 1
+    assert 1 in _table_types(tmp_path / "kept").values()  # the fp32 table
+    assert step["size_bytes"] < kept["size_bytes"]
+    assert not list((tmp_path / "q").glob("without-embeddings*"))
+
+
+def test_max_drop_can_rank_the_fused_embeddings(bert_fused: Path, tmp_path: Path) -> None:
+    from edgeslim import budget, data, quantization
+
+    _quantize(bert_fused, tmp_path / "q")
+    batches = evaluation.feeds_for(bert_fused, data.load("sst2:dev").head(8))
+    rows = quantization.node_sensitivity(
+        bert_fused / "model.onnx", tmp_path / "q" / "model.onnx", batches, budget.SENSITIVE_OPS["dynamic"]
+    )
+    embedding = [r for r in rows if r["op"] == "EmbedLayerNormalization"]
+    assert len(embedding) == 1 and 0 < embedding[0]["sqnr_db"] < 100  # a candidate to keep fp32
+
+
+def test_exclude_op_keeps_fused_embeddings_fp32(bert_fused: Path, tmp_path: Path) -> None:
+    _quantize(bert_fused, tmp_path / "q", "--exclude-op", "EmbedLayerNormalization")
+    ops = _ops(tmp_path / "q")
+    assert ops.get("EmbedLayerNormalization") == 1 and "QEmbedLayerNormalization" not in ops
+    assert ops.get("QAttention") == 2  # the rest is quantized as usual
+
+
+def test_unfused_embeddings_quantized_by_default(
+    bert_fp32: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)  # nothing may be written to the working directory (stray .data files)
-    result = cli(["quantize", str(bert_fused), "-o", str(tmp_path / "x"), "--embeddings"])
-    assert result.exit_code == 3 and "--no-fuse-embeddings" in result.output
     plain = tmp_path / "plain"
     assert (
         cli(
@@ -112,15 +164,18 @@ def test_embeddings_need_unfused_graph(
         ).exit_code
         == 0
     )
-    _quantize(plain, tmp_path / "w4", "--mode", "weight-only", "--embeddings")
+    _quantize(plain, tmp_path / "w4", "--mode", "weight-only")
     ops = _ops(tmp_path / "w4")
     assert ops["GatherBlockQuantized"] == 3 and ops["MatMulNBits"] == 12  # word/position/type tables
-    _quantize(plain, tmp_path / "d8", "--embeddings")
-    graph = inspection.load_graph(tmp_path / "d8" / "model.onnx").graph
+    _quantize(plain, tmp_path / "hqq", "--mode", "weight-only", "--algorithm", "hqq")
+    assert _ops(tmp_path / "hqq")["GatherBlockQuantized"] == 3  # HQQ MatMuls, RTN tables
+    _quantize(plain, tmp_path / "d8")
     assert not list(tmp_path.glob("*.data"))
-    types = {t.name: t.data_type for t in graph.initializer}
+    types = _table_types(tmp_path / "d8")
     assert types["model.embeddings.word_embeddings.weight_quantized"] in (2, 3)  # uint8 / int8
     assert "model.embeddings.word_embeddings.weight" not in types
+    _quantize(plain, tmp_path / "d8-kept", "--no-embeddings")
+    assert _table_types(tmp_path / "d8-kept")["model.embeddings.word_embeddings.weight"] == 1
 
 
 def test_fp16(bert_fused: Path, tmp_path: Path) -> None:
@@ -263,9 +318,12 @@ def _sensitive_setup(tiny_factory: Callable[..., Path], tmp_path: Path) -> tuple
 
 def test_max_drop_excludes_the_sensitive_node(tiny_factory: Callable[..., Path], tmp_path: Path) -> None:
     fused, data = _sensitive_setup(tiny_factory, tmp_path)
-    plain = _quantize(fused, tmp_path / "q0", "--max-drop", "1.0", "--eval", str(data))
+    # --no-embeddings: this constructed model sits a few rows from its decision boundary; int8
+    # embeddings (on by default) flip one more held-out row, and the point here is the one layer
+    keep = "--no-embeddings"
+    plain = _quantize(fused, tmp_path / "q0", "--max-drop", "1.0", "--eval", str(data), keep)
     assert plain["search"]["drop"] > 0.05  # the constructed layer really breaks int8
-    step = _quantize(fused, tmp_path / "q", "--max-drop", "0.02", "--eval", str(data))
+    step = _quantize(fused, tmp_path / "q", "--max-drop", "0.02", "--eval", str(data), keep)
     search = step["search"]
     assert search["met"] and search["drop"] <= 0.02 and search["baseline"] == 1.0
     assert any("layer.1/output/dense" in n for n in search["excluded"])

@@ -27,7 +27,11 @@ class Config(StepConfig):
     mode: Literal["dynamic", "static", "weight-only", "fp16"] = Field("dynamic", description="Scheme.")
     per_channel: bool | None = Field(None, description="Per-channel weight scales (default: yes).")
     reduce_range: bool | None = Field(None, description="7-bit weights (default: x86 without VNNI).")
-    quantize_embeddings: bool = Field(False, description="Also quantize the embedding tables (Gather).")
+    quantize_embeddings: bool = Field(
+        True,
+        description="Quantize the embedding tables too: fused EmbedLayerNormalization -> "
+        "QEmbedLayerNormalization (int8), an unfused Gather -> int8 (weight-only: `bits`).",
+    )
     quantize_attention: bool = Field(True, description="dynamic: fused Attention -> QAttention.")
     exclude_nodes: tuple[str, ...] = Field((), description="Node names kept in fp32.")
     exclude_op_types: tuple[str, ...] = Field((), description="Op types kept in fp32.")
@@ -71,16 +75,6 @@ def _check_input(src: Path, manifest: dict[str, Any], cfg: Config) -> list[str]:
     if ops & set(inspection.QUANT_OPS) or any(s.get("type") == "quantize" for s in manifest["steps"]):
         raise InputError(f"{src} is already quantized: quantize the fp32 (optimized) artifact instead")
     config = models.read_config(src)
-    if cfg.quantize_embeddings and "EmbedLayerNormalization" in ops:
-        raise InputError(
-            "the embedding tables are fused into EmbedLayerNormalization, which has no "
-            "quantized form: optimize with --no-fuse-embeddings (recipe: "
-            "fuse_embeddings: false), then quantize with --embeddings"
-        )
-    if cfg.mode == "weight-only" and cfg.algorithm == "hqq" and cfg.quantize_embeddings:
-        raise InputError(
-            "onnxruntime's HQQ does not quantize embeddings (Gather): use --algorithm rtn with --embeddings"
-        )
     _check_exclusions(graph.graph, cfg)
     notes = []
     if cfg.mode == "weight-only" and "Attention" in ops:
@@ -122,10 +116,65 @@ def _ops_to_nodes(src: Path, op_types: tuple[str, ...]) -> list[str]:
     return [n.name for n in inspection.load_graph(src / artifacts.MODEL).graph.node if n.op_type in op_types]
 
 
+def _embedding_op(src: Path, cfg: Config) -> str | None:
+    """The op type holding the embedding tables, when they are to be quantized (else None).
+
+    Fused graphs keep them in EmbedLayerNormalization, unfused ones in Gather; --exclude-op
+    of that op type keeps them fp32."""
+    from edgeslim import inspection
+
+    if not cfg.quantize_embeddings or cfg.mode == "fp16":
+        return None
+    ops = {n.op_type for n in inspection.load_graph(src / artifacts.MODEL).graph.node}
+    op = "EmbedLayerNormalization" if "EmbedLayerNormalization" in ops else "Gather"
+    return None if op in cfg.exclude_op_types or op not in ops else op
+
+
 def _quantizer(
     src: Path, cfg: Config, work: Path, defaults: dict[str, Any], external: bool, calib: Any
 ) -> Quantizer:
-    """A function (exclude, dst) -> None for cfg.mode, with calibration (on `calib`) done once."""
+    """A function (exclude, dst) -> None for cfg.mode, with calibration (on `calib`) done once.
+
+    Embedding tables: dynamic int8 turns fused EmbedLayerNormalization into
+    QEmbedLayerNormalization in its one pass. Static int8 and weight-only have no quantized
+    fused form, so a second pass of onnxruntime's quantize_dynamic over that op alone does it
+    there (measured against the alternatives, an int8 table behind DequantizeLinear, fused or
+    unfused: onnxruntime does not fold that DequantizeLinear at load; README, "Small
+    embeddings"). Unfused graphs quantize their Gather in the mode's own pass."""
+    from edgeslim import quantization
+
+    embeddings = _embedding_op(src, cfg)
+    fused_pass = embeddings == "EmbedLayerNormalization" and cfg.mode != "dynamic"
+    quantize = _base_quantizer(
+        src, cfg, work, defaults, external, calib, None if fused_pass else embeddings
+    )
+    if not fused_pass:
+        return quantize
+
+    def with_embeddings(exclude: list[str], dst: Path) -> None:
+        first = work / "without-embeddings.onnx"
+        quantize(exclude, first)
+        # no pre-processing: its shape inference does not know the ops the first pass made
+        quantization.dynamic(
+            first, dst, ["EmbedLayerNormalization"], True, False, list(cfg.exclude_nodes) + exclude, external
+        )
+        for path in work.glob("without-embeddings.onnx*"):
+            path.unlink()
+
+    return with_embeddings
+
+
+def _base_quantizer(
+    src: Path,
+    cfg: Config,
+    work: Path,
+    defaults: dict[str, Any],
+    external: bool,
+    calib: Any,
+    embeddings: str | None,
+) -> Quantizer:
+    """A function (exclude, dst) -> None for cfg.mode, with calibration (on `calib`) done once;
+    `embeddings` is the op type holding the tables to quantize in the same pass, if any."""
     from edgeslim import data, quantization
 
     per_channel = defaults["per_channel"] if cfg.per_channel is None else cfg.per_channel
@@ -145,14 +194,14 @@ def _quantizer(
             cfg.block_size,
             cfg.symmetric,
             cfg.algorithm,
-            cfg.quantize_embeddings,
+            embeddings == "Gather",
             base + exclude,
             external,
         )
     pre = work / "preprocessed.onnx"
     quantization.preprocess(src / artifacts.MODEL, pre, external)
     # Gemm: the classification heads (2-D inputs) export as Gemm rather than MatMul.
-    op_types = ["MatMul", "Gemm"] + (["Gather"] if cfg.quantize_embeddings else [])
+    op_types = ["MatMul", "Gemm"] + ([embeddings] if embeddings else [])
     if cfg.mode == "dynamic":
         op_types += ["Attention"] if cfg.quantize_attention else []
         op_types = [o for o in op_types if o not in cfg.exclude_op_types]
@@ -316,7 +365,13 @@ def command(
     mode: Annotated[str, typer.Option(help="dynamic, static, weight-only or fp16.")] = "dynamic",
     per_channel: Annotated[bool | None, typer.Option("--per-channel/--per-tensor")] = None,
     reduce_range: Annotated[bool | None, typer.Option("--reduce-range/--full-range")] = None,
-    embeddings: Annotated[bool, typer.Option("--embeddings", help="Quantize embedding tables.")] = False,
+    embeddings: Annotated[
+        bool,
+        typer.Option(
+            "--embeddings/--no-embeddings",
+            help="Quantize the embedding tables (fused EmbedLayerNormalization included).",
+        ),
+    ] = True,
     exclude: Annotated[list[str] | None, typer.Option(help="Node name kept fp32 (repeat).")] = None,
     exclude_op: Annotated[list[str] | None, typer.Option(help="Op type kept fp32 (repeat).")] = None,
     calib: Annotated[str, typer.Option(help="Calibration data: built-in name or file.")] = "sst2:train",
