@@ -74,9 +74,36 @@ def save_untied(model: Any, path: Path) -> None:
             layers[index] = module
 
 
-def trim_vocabulary_(model: Any, model_dir: Path, texts: list[str], out: Path) -> dict[str, Any]:
-    """Keep the tokens that occur in `texts` plus special tokens; rewrite tokenizer.json and
-    vocab.txt into `out` and shrink the word embeddings (and tied decoders) to match."""
+def _char_pieces(vocab: dict[str, int], which: str) -> set[int]:
+    """Ids of single-character pieces and their `##` forms (`which`: none, ascii or all)."""
+    if which == "none":
+        return set()
+    keep = set()
+    for token, index in vocab.items():
+        char = token[2:] if token.startswith("##") else token
+        if len(char) == 1 and (which == "all" or (char.isascii() and char.isprintable())):
+            keep.add(index)
+    return keep
+
+
+def unknown_fraction(tokenizer_json: Path, texts: list[str]) -> float:
+    """Share of word pieces of `texts` that the tokenizer maps to its unknown token."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tokenizer_json))
+    tok.no_truncation()
+    unk = tok.token_to_id(json.loads(tokenizer_json.read_text())["model"]["unk_token"])
+    ids = [i for enc in tok.encode_batch(texts, add_special_tokens=False) for i in enc.ids]
+    return round(sum(i == unk for i in ids) / max(len(ids), 1), 5)
+
+
+def trim_vocabulary_(
+    model: Any, model_dir: Path, texts: list[str], out: Path, keep_chars: str = "ascii"
+) -> dict[str, Any]:
+    """Keep the tokens that occur in `texts` plus special tokens (and single-character pieces
+    with their `##` forms, per `keep_chars`, so that words outside `texts` still split into
+    pieces instead of becoming [UNK]); rewrite tokenizer.json and vocab.txt into `out` and
+    shrink the word embeddings (and tied decoders) to match."""
     import torch
     from tokenizers import Tokenizer
 
@@ -97,7 +124,8 @@ def trim_vocabulary_(model: Any, model_dir: Path, texts: list[str], out: Path) -
         unknown += sum(i == unk for i in enc.ids)
     special = {t["id"] for t in spec["added_tokens"]} | {unk}
     old_vocab: dict[str, int] = spec["model"]["vocab"]
-    keep = sorted((used | special) & set(old_vocab.values()))
+    chars = _char_pieces(old_vocab, keep_chars)
+    keep = sorted((used | special | chars) & set(old_vocab.values()))
     if len(keep) <= len(special):
         raise InputError(
             "the corpus leaves no tokens besides the special ones: give a corpus of the task's text"
@@ -127,6 +155,7 @@ def trim_vocabulary_(model: Any, model_dir: Path, texts: list[str], out: Path) -
     return {
         "vocab_before": len(old_vocab),
         "vocab_after": len(keep),
+        "kept_char_pieces": len(chars - used - special),
         "corpus_tokens": total,
         "corpus_unknown_fraction": round(unknown / max(total, 1), 5),
     }

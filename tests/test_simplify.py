@@ -112,3 +112,24 @@ def test_shared_layers_recover_tied_and_stay_shared(
     assert record["shared_groups"] == [[0, 1]] and "student_best" in record["recovery"]
     pruned = cli(["prune", str(tmp_path / "s"), "-o", str(tmp_path / "p"), "--heads", "0.5"])
     assert pruned.exit_code == 3 and "prune first" in pruned.output
+
+
+def test_trim_keeps_character_pieces_so_unseen_words_do_not_become_unknown(tmp_path: Path) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from edgeslim import simplify
+
+    vocab = {t: i for i, t in enumerate(["[UNK]", "hello", "w", "##o", "##r", "##l", "##d", "é", "##é"])}
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    path = tmp_path / "tokenizer.json"
+    tok.save(str(path))
+    assert simplify._char_pieces(vocab, "none") == set()
+    assert simplify._char_pieces(vocab, "ascii") == {2, 3, 4, 5, 6}
+    assert simplify._char_pieces(vocab, "all") == {2, 3, 4, 5, 6, 7, 8}
+    assert simplify.unknown_fraction(path, ["hello world"]) == 0.0  # w ##o ##r ##l ##d
+    del vocab["##d"]
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.save(str(path))
+    assert simplify.unknown_fraction(path, ["hello world"]) == 0.5  # hello, [UNK]

@@ -25,6 +25,11 @@ class Config(StepConfig):
     share_layers: int | None = Field(None, ge=2, description="Groups of K consecutive layers share weights.")
     trim_vocab: str | None = Field(None, description="Keep only tokens that occur in this corpus.")
     trim_vocab_size: int | None = Field(None, gt=0, description="Use the first N texts of the corpus.")
+    trim_keep_chars: Literal["none", "ascii", "all"] = Field(
+        "ascii",
+        description="Also keep single-character pieces and their ## forms (printable ASCII, all, "
+        "none), so words outside the corpus split into pieces instead of becoming [UNK].",
+    )
     recover_with: Path | None = Field(None, description="Teacher to distill from after the change.")
     recover_steps: int = Field(300, gt=0, description="Recovery distillation steps.")
     data: str = Field("sst2:train", description="Labelled data for recovery.")
@@ -51,6 +56,7 @@ def run(src: str, cfg: Config, out: Path) -> dict[str, Any]:
     path = models.resolve(src)
     # the corpus, the teacher and the recovery data are checked before anything changes
     texts = data.load(cfg.trim_vocab).head(cfg.trim_vocab_size or 10**9).texts if cfg.trim_vocab else []
+    eval_texts = data.load(cfg.eval).texts if cfg.trim_vocab else []  # [UNK] share after trimming
     teacher = cfg.recover_with if cfg.activation or cfg.share_layers else None  # trimming alone: none
     if teacher is not None:
         distill.check_recovery(cfg)
@@ -76,7 +82,13 @@ def run(src: str, cfg: Config, out: Path) -> dict[str, Any]:
         current = out
         model = models.load(out, models.head_task(models.read_config(out)))
     if cfg.trim_vocab:
-        record["vocabulary"] = simplify.trim_vocabulary_(model, current, texts, out)
+        before = simplify.unknown_fraction(current / "tokenizer.json", eval_texts)
+        record["vocabulary"] = simplify.trim_vocabulary_(model, current, texts, out, cfg.trim_keep_chars)
+        record["vocabulary"]["eval_unknown_fraction"] = {
+            "data": cfg.eval,
+            "before": before,
+            "after": simplify.unknown_fraction(out / "tokenizer.json", eval_texts),
+        }
     model.save_pretrained(out)
     if current != out:  # trimming wrote tokenizer.json and vocab.txt already; keep those
         for name in models.TOKENIZER_FILES:
@@ -96,6 +108,9 @@ def command(
     activation: Annotated[str | None, typer.Option(help="relu, gelu_new (tanh) or gelu.")] = None,
     share_layers: Annotated[int | None, typer.Option(help="Groups of K layers share weights.")] = None,
     trim_vocab: Annotated[str | None, typer.Option(help="Corpus whose tokens are kept.")] = None,
+    trim_keep_chars: Annotated[
+        str, typer.Option(help="Also keep single-character pieces: ascii, all or none.")
+    ] = "ascii",
     recover_with: Annotated[Path | None, typer.Option(help="Teacher to distill from afterwards.")] = None,
     recover_steps: Annotated[int, typer.Option(help="Recovery steps.")] = 300,
     data: Annotated[str, typer.Option(help="Labelled data for recovery.")] = "sst2:train",
@@ -112,6 +127,7 @@ def command(
         activation=activation,
         share_layers=share_layers,
         trim_vocab=trim_vocab,
+        trim_keep_chars=trim_keep_chars,
         recover_with=recover_with,
         recover_steps=recover_steps,
         data=data,
