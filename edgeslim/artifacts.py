@@ -128,6 +128,7 @@ MARKERS = (
     "edgeslim-train.json",
     "edgeslim-prune.json",
     "edgeslim-simplify.json",
+    "edgeslim-shapes.json",
     ".step-summary.json",
 )
 

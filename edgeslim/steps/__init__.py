@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict
 STEP_MODULES: tuple[str, ...] = (
     "finetune",
     "distill",
+    "shapes",
     "prune",
     "simplify",
     "export",
