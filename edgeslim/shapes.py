@@ -215,9 +215,9 @@ def markdown(result: dict[str, Any], setting: str, target: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(result: dict[str, Any], title: str, latency_ms: float | None, path: Path) -> None:
-    """Latency vs encoder parameters (every candidate; kept, front and teacher marked; marker
-    area ~ MB) and, when distilled, latency vs accuracy; PNG to `path`."""
+def plot(result: dict[str, Any], title: str, limit_ms: float, path: Path) -> None:
+    """Latency vs encoder parameters (every candidate; kept, front, teacher and the latency
+    limit `limit_ms` marked; marker area ~ MB) and, when distilled, latency vs accuracy; PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -235,8 +235,8 @@ def plot(result: dict[str, Any], title: str, latency_ms: float | None, path: Pat
     ax = axes[0][0]
     for label, group, color in groups:
         _scatter(ax, group, "encoder_parameters", label, color)
-    if latency_ms and latency_ms < 2 * max(r["median_ms"] for r in [reference, *rows]):
-        ax.axvline(latency_ms, ls="--", c="gray")
+    if limit_ms < 2 * max(r["median_ms"] for r in [reference, *rows]):
+        ax.axvline(limit_ms, ls="--", c="gray", label="target")
     ax.set(xlabel="median latency (ms)", ylabel="encoder parameters", title=title)
     ax.legend(fontsize=7)
     if scored:

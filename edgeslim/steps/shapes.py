@@ -380,7 +380,9 @@ def write_outputs(out: Path, result: dict[str, Any], cfg: Config) -> None:
     (out / ".shapes.md.tmp").write_text(shapes.markdown(result, _setting(cfg), _target(cfg)))
     os.replace(out / ".shapes.md.tmp", out / "shapes.md")
     title = f"t{cfg.threads} b{cfg.batch} s{cfg.seq}"
-    shapes.plot(result, title, cfg.latency_ms, out / ".shapes.png.tmp")
+    teacher_ms = result["reference"]["median_ms"]
+    limit = min(cfg.latency_ms or teacher_ms, teacher_ms / (cfg.speedup or 1.0))
+    shapes.plot(result, title, limit, out / ".shapes.png.tmp")
     os.replace(out / ".shapes.png.tmp", out / "shapes.png")
 
 
