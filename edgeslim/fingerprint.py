@@ -1,5 +1,6 @@
 """What a recipe step's result depends on, hashed: the contents of every file and folder its
-config names, edgeslim's own source, library versions and, for steps that measure or pick
+config names, edgeslim's own source, library versions, any execution provider other than the
+CPU's that it names (an absent one fails the plan) and, for steps that measure or pick
 defaults from the CPU, the host.
 
 The recipe cache keys each step on these digests, so a rerun reuses a step only when nothing it
@@ -86,7 +87,32 @@ def inputs(config: Any, data_dir: Path | None = None) -> dict[str, str]:
             _add_path(value, found, data_dir)
         elif isinstance(value, str):
             _add_spec(value, found, data_dir, Path.cwd())
+    _add_providers(config, found)
     return found
+
+
+def _add_providers(values: Any, found: dict[str, str]) -> None:
+    """Every execution provider other than the CPU's that `values` names (an `ep` field or key:
+    bench, a latency budget), keyed `provider:NAME` on its facts. An absent provider raises its
+    loud error here, so a recipe that needs a GPU fails before its first step (exit 7), never
+    after minutes of work and never by running on the CPU instead."""
+    import json
+
+    from pydantic import BaseModel
+
+    from edgeslim import providers
+
+    if isinstance(values, BaseModel):
+        values = {name: getattr(values, name) for name in type(values).model_fields}
+    if isinstance(values, dict):
+        ep = values.get("ep")
+        if isinstance(ep, str) and ep != "cpu" and f"provider:{ep}" not in found:
+            facts = json.dumps(providers.facts(ep), sort_keys=True)
+            found[f"provider:{ep}"] = hashlib.sha256(facts.encode()).hexdigest()
+        values = list(values.values())
+    if isinstance(values, list | tuple):
+        for item in values:
+            _add_providers(item, found)
 
 
 def _leaves(value: Any) -> Iterator[Any]:
@@ -112,8 +138,10 @@ def _add_path(path: Path, found: dict[str, str], data_dir: Path | None) -> None:
         return  # the step itself reports a missing path
     found[key] = sha256_tree(path)
     if path.is_file() and path.suffix.lower() in NESTED:
-        for text in _strings(_parse(path)):
+        parsed = _parse(path)
+        for text in _strings(parsed):
             _add_spec(text, found, data_dir, path.parent, nested=True)
+        _add_providers(parsed, found)  # a budgets file's latency budget on a GPU provider
 
 
 def _add_spec(

@@ -64,6 +64,22 @@ def resolve(ep: str) -> str:
     )
 
 
+def facts(ep: str) -> dict[str, Any]:
+    """What a measurement on `ep` depends on: the onnxruntime provider, its build and devices.
+
+    Resolving `ep` raises resolve()'s loud error when it is absent, so a recipe that names a
+    GPU provider fails when its plan is made, before any step runs (fingerprint.inputs)."""
+    import onnxruntime as ort
+
+    name = resolve(ep)
+    devices = [
+        f"{d.device.vendor}:{d.device.vendor_id}:{d.device.device_id}"
+        for d in _plugin_devices()
+        if d.ep_name == name
+    ]
+    return {"provider": name, "onnxruntime": ort.__version__, "device": ort.get_device(), "devices": devices}
+
+
 def _plugin_devices() -> list[Any]:
     import onnxruntime as ort
 
