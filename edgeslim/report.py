@@ -102,10 +102,20 @@ def build(entries: list[Entry], environment: dict[str, Any]) -> Report:
     return Report(
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         environment=environment,
-        primary_metric=sorted(common)[0] if common else None,
+        primary_metric=min(common, key=_metric_rank) if common else None,
         latency_cell=ordered[0] if ordered else None,
         artifacts=entries,
     )
+
+
+# Each task's headline metric (evaluation.py), preferred as the report's primary metric.
+HEADLINE = ("accuracy", "spearman_cosine", "entity_f1")
+
+
+def _metric_rank(name: str) -> tuple[int, str]:
+    """Headline metrics first (in HEADLINE order), then by name."""
+    metric = name.rsplit(":", 1)[-1]
+    return (HEADLINE.index(metric) if metric in HEADLINE else len(HEADLINE), name)
 
 
 def _png(figure: Any) -> bytes:

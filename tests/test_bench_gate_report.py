@@ -254,3 +254,12 @@ def test_summary_follows_report_json(tmp_path: Path) -> None:
     (folder / "report.json").unlink()
     missing = cli(["summary", str(folder)])
     assert missing.exit_code == 3 and "no report.json" in missing.output
+
+
+def test_report_prefers_the_headline_metric() -> None:
+    """STS-B reports pearson and spearman: the report (and summary) lead with spearman, as the gate does."""
+    entry = _entry("r/quantize", "result", 22.5, 0.85, {"t1b1s64": [5.0, 5.0]})
+    both = entry.model_copy(
+        update={"metrics": {"stsb:dev:pearson_cosine": 0.8, "stsb:dev:spearman_cosine": 0.7}}
+    )
+    assert report.build([both], {}).primary_metric == "stsb:dev:spearman_cosine"
