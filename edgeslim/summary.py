@@ -108,7 +108,7 @@ def lines(report: Report, gate: dict[str, Any] | None) -> list[str]:
 def _verdict(gate: dict[str, Any] | None) -> str:
     """PASS/FAIL with each budget's actual value, from gate.json."""
     if gate is None:
-        return "none (no gate.json: the recipe has no gate step)"
+        return "none (no gate.json beside report.json: no gate step ran on this artifact)"
     budgets = gate.get("budgets", [])
     failed = [b for b in budgets if not b.get("passed")]
     detail = ", ".join(f"{b['budget']} {b['actual']} (limit {b['limit']})" for b in failed or budgets)
