@@ -3,6 +3,7 @@ of its built-in data (examples/), and gpu-fp16 refusing to start where no CUDA p
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,12 @@ def _reads(recipe: Any) -> list[tuple[str, str, tuple[str | None, ...]]]:
     return reads
 
 
+@functools.cache
+def _read(spec: str, columns: tuple[str | None, ...]) -> data.Examples:
+    """A data set read once per test session (SST-2's 67,349 training rows are named thrice)."""
+    return data.load(spec, *columns)
+
+
 @pytest.mark.parametrize("name", TASK_RECIPES)
 def test_user_files_replace_builtin_data(name: str, tmp_path: Path) -> None:
     """With only the built-in names swapped for example files, every data field of the recipe
@@ -151,7 +158,7 @@ def test_user_files_replace_builtin_data(name: str, tmp_path: Path) -> None:
         for source in (spec, named):
             if source.startswith("conll2003"):
                 continue
-            examples = data.load(source, *used)
+            examples = _read(source, used)
             assert len(examples) > 0, where
             assert (examples.pairs or not used[1]) and (examples.labels or not used[2]), where
     for step in load(path).steps:
