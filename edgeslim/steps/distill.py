@@ -12,7 +12,8 @@ from typing import Annotated, Any, Literal
 import typer
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgeslim import artifacts, data, models
+from edgeslim import artifacts, augment, data, models
+from edgeslim.augment import Augment
 from edgeslim.errors import InputError
 from edgeslim.options import (
     BatchSize,
@@ -95,6 +96,9 @@ class Config(TrainConfig):
     )
     unlabeled: str | None = Field(None, description="Unlabeled text for pseudo-labels (e.g. wikitext2).")
     unlabeled_size: int | None = Field(None, gt=0, description="Use the first N unlabeled texts.")
+    augment: Augment | None = Field(
+        None, description="Add seeded edits of in-domain sentences to the unlabeled text (teacher-scored)."
+    )
     losses: Weights = Field(default_factory=Weights, description="Loss terms and weights.")
 
 
@@ -111,14 +115,26 @@ def teacher_task(config: dict[str, Any]) -> str:
     return task
 
 
-def _unlabeled(cfg: Config) -> list[str]:
-    """The --unlabeled texts (first --unlabeled-size of them), or none."""
-    if not cfg.unlabeled:
-        return []
-    return data.load(cfg.unlabeled, None, None, None, cfg.data_dir).head(cfg.unlabeled_size or 10**9).texts
+def _unlabeled(cfg: Config, train: data.Examples, notes: dict[str, Any]) -> list[str]:
+    """The --unlabeled texts (first --unlabeled-size of them), then augment's edits of the
+    `train` sentences (or of its own source), recorded in `notes`; or none."""
+    texts = []
+    if cfg.unlabeled:
+        unlabeled = data.load(cfg.unlabeled, None, None, None, cfg.data_dir)
+        texts = unlabeled.head(cfg.unlabeled_size or len(unlabeled)).texts
+    if cfg.augment is not None:
+        source = train
+        if cfg.augment.source is not None:
+            source = data.load(cfg.augment.source, None, None, None, cfg.data_dir)
+        source = source.head(cfg.augment.size or len(source))
+        sentences = source.texts + (source.pairs or [])
+        made = augment.augment(sentences, cfg.augment)
+        notes["augment"] = augment.summary(sentences, made, cfg.augment)
+        texts += [text for _, text in made]
+    return texts
 
 
-def _embedding_data(cfg: Config) -> tuple[data.Examples, data.Examples]:
+def _embedding_data(cfg: Config, notes: dict[str, Any]) -> tuple[data.Examples, data.Examples]:
     """Embedding distillation: every sentence of --data (both sides of pairs) plus the
     unlabeled text, unlabeled; the dev set must be scored sentence pairs (e.g. stsb:dev)."""
     columns = (cfg.text_column, cfg.pair_column, cfg.label_column)
@@ -128,7 +144,7 @@ def _embedding_data(cfg: Config) -> tuple[data.Examples, data.Examples]:
         source = data.load(cfg.data, cfg.text_column, cfg.pair_column, None, cfg.data_dir)
         dev = data.load_labelled(cfg.eval, *columns, cfg.data_dir, cfg.eval_size)
     texts = (source.texts + (source.pairs or []))[: cfg.train_size or None]
-    texts += _unlabeled(cfg)
+    texts += _unlabeled(cfg, data.Examples(source.name, list(texts)), notes)
     if not dev.pairs:
         raise InputError(
             f"an embedding teacher is scored by the Spearman correlation of pair similarities: "
@@ -159,20 +175,23 @@ def _labels(examples: data.Examples, teacher: Path, task: str) -> list[Any]:
     return [int(x) for x in evaluation.label_ids(examples, teacher)]
 
 
-def _data(teacher: Path, cfg: Config, task: str) -> tuple[data.Examples, data.Examples, list[Any], list[Any]]:
+def _data(
+    teacher: Path, cfg: Config, task: str, notes: dict[str, Any] | None = None
+) -> tuple[data.Examples, data.Examples, list[Any], list[Any]]:
     """(train, dev, train labels, dev labels) for distilling `teacher` (labels as its ids;
-    -1 marks unlabeled rows, scored by the teacher terms only)."""
+    -1 marks unlabeled rows, scored by the teacher terms only); what augment added goes to `notes`."""
+    notes = {} if notes is None else notes
     if task == "feature-extraction":
-        train, dev = _embedding_data(cfg)
+        train, dev = _embedding_data(cfg, notes)
         return train, dev, [-1] * len(train), list(data.scores(dev))
     columns = (cfg.text_column, cfg.pair_column, cfg.label_column)
     sizes = (cfg.train_size, cfg.eval_size)
     train, dev, _ = data.train_and_dev(cfg.data, cfg.eval, columns, cfg.data_dir, sizes)
     train_labels, dev_labels = _labels(train, teacher, task), _labels(dev, teacher, task)
-    if cfg.unlabeled:
+    if cfg.unlabeled or cfg.augment:
         if train.pairs:
-            raise InputError("--unlabeled text works with single-sentence tasks only")
-        extra = _unlabeled(cfg)
+            raise InputError("--unlabeled text and augment work with single-sentence tasks only")
+        extra = _unlabeled(cfg, train, notes)
         train = data.Examples(train.name, train.texts + extra)
         train_labels += [-1] * len(extra)
     return train, dev, train_labels, dev_labels
@@ -275,7 +294,8 @@ def run(
     config = models.read_config(path)
     task = teacher_task(config)
     _check_student(cfg, config, task)
-    train, dev, train_labels, dev_labels = _data(path, cfg, task)
+    notes: dict[str, Any] = {}
+    train, dev, train_labels, dev_labels = _data(path, cfg, task, notes)
     torch.manual_seed(cfg.seed)
     teacher = models.load(path, task).eval()
     batches = training.batch_maker(path, train, train_labels, task, cfg)
@@ -290,6 +310,7 @@ def run(
     )
     stats: dict[str, Any] = {"teacher_dev": evaluate(teacher), "layer_map": mapping, "eval_data": dev.name}
     stats["student_initial"] = students.shape(student)
+    stats.update(notes, unlabeled_rows=train_labels.count(-1))
     if task == "sequence-classification":
         stats["pseudo_labels"] = distillation.pseudo_label_stats(
             teacher, training.batch_maker(path, dev, dev_labels, task, cfg)(0), cfg.losses.min_confidence
@@ -316,6 +337,7 @@ def run(
         "layer_map": mapping,
         "student": stats["student"],
         **stats.get("pseudo_labels", {}),
+        **({"augmented": stats["augment"]["added"]} if "augment" in stats else {}),
         **({"prune_events": stats["pruning"]["events"]} if "pruning" in stats else {}),
         **({"sparsity": stats["sparsity"]} if "sparsity" in stats else {}),
     }
@@ -423,12 +445,19 @@ def command(
     train_size: TrainSize = None,
     eval_size: EvalSize = None,
     unlabeled_size: Annotated[int | None, typer.Option(help="First N unlabeled texts.")] = None,
+    augment_copies: Annotated[
+        int | None,
+        typer.Option(help="Add N edited copies of each training sentence to the unlabeled text."),
+    ] = None,
+    augment_size: Annotated[int | None, typer.Option(help="Augment the first N sentences only.")] = None,
     force: Force = False,
 ) -> None:
     """Distill a fine-tuned teacher into a smaller student (resumable; best checkpoint kept)."""
     from edgeslim.pipeline import run_single
     from edgeslim.recipe import make_config
 
+    if augment_size is not None and augment_copies is None:
+        raise InputError("--augment-size needs --augment-copies N")
     weights = make_config(
         Weights,
         kl=kl,
@@ -469,5 +498,6 @@ def command(
         train_size=train_size,
         eval_size=eval_size,
         unlabeled_size=unlabeled_size,
+        augment=None if augment_copies is None else {"copies": augment_copies, "size": augment_size},
     )
     run_single(teacher, cfg, output, force)
