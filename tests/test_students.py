@@ -5,6 +5,7 @@ importance from the distillation's own gradients), resumable across the prune po
 import json
 import os
 import random
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -158,7 +159,10 @@ def test_distill_a_narrow_student_saves_no_projection_and_exports(
 ) -> None:
     from safetensors import safe_open
 
-    teacher = tiny_factory("bert", "seq", 2)
+    teacher = tmp_path / "teacher"
+    shutil.copytree(tiny_factory("bert", "seq", 2), teacher)
+    (teacher / "1_Pooling").mkdir()  # as a classifier fine-tuned from a sentence-transformers model has
+    (teacher / "1_Pooling" / "config.json").write_text('{"word_embedding_dimension": 32}')
     out = tmp_path / "s"
     loop = ["--max-steps", "4", "--eval-every", "4", "--save-every", "4"]
     args = ["distill", "--teacher", str(teacher), "--student-layers", "1", *NARROW, "--hidden", "1"]
@@ -182,6 +186,7 @@ def test_distill_a_narrow_student_saves_no_projection_and_exports(
     assert names and not [n for n in names if "proj" in n]  # the projections were trained, not saved
     record = json.loads((out / "edgeslim-train.json").read_text())
     assert record["student"] == {"layers": 1, "hidden": 16, "heads": [2], "ffn": [20], "parameters": 4742}
+    assert json.loads((out / "1_Pooling" / "config.json").read_text()) == {"word_embedding_dimension": 16}
     exported = cli(["export", str(out), "--task", "sequence-classification", "-o", str(tmp_path / "onnx")])
     assert exported.exit_code == 0, exported.output
 

@@ -331,6 +331,7 @@ def run(
         path,
         {"type": "distill", "teacher": str(path), "config": cfg.model_dump(mode="json"), **stats, **result},
     )
+    _pooling_width(out, stats["student"]["hidden"])
     return {
         "teacher_dev": stats["teacher_dev"],
         "student_best": result["best"],
@@ -341,6 +342,15 @@ def run(
         **({"prune_events": stats["pruning"]["events"]} if "pruning" in stats else {}),
         **({"sparsity": stats["sparsity"]} if "sparsity" in stats else {}),
     }
+
+
+def _pooling_width(out: Path, hidden: int) -> None:
+    """The copied sentence-transformers pooling config names the student's width, not the teacher's."""
+    pooling = out / "1_Pooling" / "config.json"
+    if pooling.is_file():
+        config = models.read_json(pooling)
+        if config.get("word_embedding_dimension", hidden) != hidden:
+            artifacts.write_json(pooling, {**config, "word_embedding_dimension": hidden})
 
 
 def recover(
