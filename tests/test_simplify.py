@@ -3,6 +3,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from conftest import cli
 
@@ -133,3 +134,26 @@ def test_trim_keeps_character_pieces_so_unseen_words_do_not_become_unknown(tmp_p
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.save(str(path))
     assert simplify.unknown_fraction(path, ["hello world"]) == 0.5  # hello, [UNK]
+
+
+@pytest.mark.parametrize(("keep", "kept"), [("ascii", {"x", "##x"}), ("none", set())])
+def test_trim_vocab_keeps_character_pieces(
+    tiny_factory: Callable[..., Path], tmp_path: Path, keep: str, kept: set[str]
+) -> None:
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_factory("bert", "seq", 2), model)
+    spec = json.loads((model / "tokenizer.json").read_text())
+    vocab = spec["model"]["vocab"]
+    vocab["x"], vocab["##x"] = vocab.pop("w88"), vocab.pop("w89")  # two single-character pieces
+    (model / "tokenizer.json").write_text(json.dumps(spec))
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("w1 w2 w3\n")
+    result = _simplify(model, tmp_path / "t", "--trim-vocab", str(corpus), "--trim-keep-chars", keep)
+    assert result.exit_code == 0, result.output
+    trimmed = json.loads((tmp_path / "t" / "tokenizer.json").read_text())["model"]["vocab"]
+    assert {"x", "##x"} & set(trimmed) == kept and {"w1", "w2", "w3"} <= set(trimmed)
+    record = json.loads((tmp_path / "t" / "edgeslim-simplify.json").read_text())["vocabulary"]
+    assert record["kept_char_pieces"] == len(kept) and record["vocab_after"] == 8 + len(kept)
+    assert set(record["eval_unknown_fraction"]) == {"data", "before", "after"}

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from edgeslim import artifacts, bench, data, evaluation, hardware, models
-from edgeslim.errors import EdgeslimError, InputError, OutputError
+from edgeslim.errors import EdgeslimError, InputError, OutputError, ValidationFailed
 
 SCHEMA = "edgeslim.compare/1"
 BASELINE = "Optimum int8"
@@ -141,8 +141,14 @@ def build_optimum(teacher: Path, task: str, work: Path, preset: str) -> tuple[Ro
         reason = first_line(exc)
         print(f"compare: Optimum's O2 graph cannot be quantized ({reason}): quantizing the plain export")
         shutil.rmtree(work / "optimum-int8", ignore_errors=True)
-        quantizer = ORTQuantizer.from_pretrained(work / "optimum-fp32")
-        quantizer.quantize(save_dir=work / "optimum-int8", quantization_config=qconfig)
+        try:
+            quantizer = ORTQuantizer.from_pretrained(work / "optimum-fp32")
+            quantizer.quantize(save_dir=work / "optimum-int8", quantization_config=qconfig)
+        except Exception as plain_exc:  # no baseline row: nothing to compare against
+            raise ValidationFailed(
+                f"Optimum's ORTQuantizer could not quantize its own export of {teacher} "
+                f"({first_line(plain_exc)}): this teacher has no Optimum int8 baseline"
+            ) from None
         how = f"Optimum export (not O2: its graph cannot be quantized, {reason}), {detail}"
     limit = models.max_length(teacher, models.read_config(teacher))
     plain = f"{auto.__name__}.from_pretrained(export=True): the unoptimized export (onnxruntime applies "
@@ -512,6 +518,9 @@ def rows_for(teacher: Path, task: str, torch_model: Any, work: Path, args: argpa
     how = f"transformers {type(torch_model).__name__} from {teacher}, {attention} attention"
     torch_row = Row("PyTorch fp32 eager", "torch", teacher, teacher, limit, how)
     artifact_rows = [artifact_row(Path(a), task) for a in args.artifact]
+    for row, given in zip(artifact_rows, args.artifact, strict=True):
+        if sum(r.name == row.name for r in artifact_rows) > 1:  # same folder name: say which
+            row.name = f"edgeslim {given}"
     print(f"compare: Optimum export and quantization (preset {args.preset})")
     fp32, int8 = build_optimum(teacher, task, work, args.preset)
     if args.no_olive:

@@ -30,7 +30,7 @@ class Config(StepConfig):
         True, description="Fuse attention (off keeps Q/K/V MatMuls, e.g. for weight-only quantization)."
     )
     fuse_embeddings: bool = Field(
-        True, description="Fuse EmbedLayerNormalization (off keeps the Gather that quantizers handle)."
+        True, description="Fuse EmbedLayerNormalization (quantize makes it QEmbedLayerNormalization)."
     )
     atol: float = Field(1e-4, gt=0, description="Parity: absolute tolerance.")
     rtol: float = Field(1e-3, ge=0, description="Parity: relative tolerance.")
