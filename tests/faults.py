@@ -87,8 +87,8 @@ def sweep(case: Case, work: Path, seed: int, kills: int) -> Case:
     for index in range(kills):
         # Seconds after the kill run's own first temporary (else after 30% of the whole run:
         # past the imports). Timing from the run itself, not from the reference, because a
-        # warm second run can be faster; a run that finished first is retried with half the
-        # delay, so a recorded kill is a real one whenever the step runs long enough to kill.
+        # warm second run can be faster; a run that finished (or had written its output) first is
+        # retried with half the delay, so a recorded kill lands mid-work whenever it can.
         start = first_write if first_write is not None else 0.3 * whole
         delay = rng.uniform(0.0, max(whole - start, 0.1))
         for attempt in range(4):
@@ -106,10 +106,11 @@ def sweep(case: Case, work: Path, seed: int, kills: int) -> Case:
             if killed:
                 proc.send_signal(signal.SIGKILL)
             proc.communicate(timeout=60)
-            if killed or attempt == 3:
+            left = contents(case, out)  # absent or complete, never half-written
+            # a kill after the output was complete (the interpreter still exiting) tests little
+            if (killed and left is None) or attempt == 3:
                 break
             delay /= 2
-        left = contents(case, out)  # absent or complete, never half-written
         partial = out.parent / ".out.partial"
         checkpoint = (partial / "checkpoint").exists() or (partial / "recovery" / "checkpoint").exists()
         if left is None:
