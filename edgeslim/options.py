@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, overload
 
 import typer
 
@@ -24,3 +24,21 @@ EvalEvery = Annotated[int, typer.Option(help="Evaluate every N steps.")]
 SaveEvery = Annotated[int, typer.Option(help="Checkpoint every N steps (resume).")]
 TrainSize = Annotated[int | None, typer.Option(help="Use the first N training examples.")]
 EvalSize = Annotated[int | None, typer.Option(help="Use the first N dev examples.")]
+
+
+@overload
+def positive_list(text: str, option: str) -> tuple[int, ...]: ...
+@overload
+def positive_list(text: str, option: str, kind: type[float]) -> tuple[float, ...]: ...
+def positive_list(text: str, option: str, kind: type[int] | type[float] = int) -> tuple[float, ...]:
+    """'1,2,4' -> (1, 2, 4) of `kind`; an InputError naming `option` unless all are positive."""
+    from edgeslim.errors import InputError
+
+    try:
+        values = tuple(kind(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        values = ()
+    if not values or min(values) <= 0:
+        what, example = ("integers", "1,2") if kind is int else ("numbers", "2,4")
+        raise InputError(f"{option} takes comma-separated positive {what}, e.g. {example} (got '{text}')")
+    return values

@@ -132,7 +132,8 @@ def timed(tiny_factory: Callable[..., Path], tmp_path_factory: pytest.TempPathFa
     out.mkdir()
     summary = shapes.run(
         str(tiny_factory("bert", "seq", 2)),
-        make_config(Config, latency_ms=1000, **GRID, **TIMING, **DISTILL),
+        # a ceiling no run reaches (1,000 s): the filter itself is tested on injected timings above
+        make_config(Config, latency_ms=1e6, **GRID, **TIMING, **DISTILL),
         out,
         timer,
     )
@@ -156,7 +157,7 @@ def test_every_valid_candidate_is_timed_and_sized(timed: dict[str, Any]) -> None
     teacher = result["reference"]
     assert rows[-1]["parameters"] == teacher["parameters"]  # the teacher's own shape
     assert abs(rows[-1]["size_mb"] - teacher["size_mb"]) < 0.002
-    assert len(result["skipped"]) == 8 and all(r["kept"] for r in rows)  # 1000 ms: all kept
+    assert len(result["skipped"]) == 8 and all(r["kept"] for r in rows)  # under the ceiling: all kept
     assert timed["summary"]["kept"] == 4 and "budget_not_met" not in timed["summary"]
     md = (timed["out"] / "shapes.md").read_text()
     assert "L2-H32-A4-F37" in md and "hidden 32 is not divisible by 3 heads" in md

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from edgeslim import artifacts
 from edgeslim.errors import InputError
-from edgeslim.options import Json
+from edgeslim.options import Json, positive_list
 from edgeslim.steps import StepConfig
 
 Positive = Annotated[int, Field(gt=0)]
@@ -73,13 +73,7 @@ def run(src: Path, cfg: Config, out: Path) -> dict[str, Any]:
 
 
 def _ints(text: str, option: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        values = ()
-    if not values or min(values) <= 0:
-        raise InputError(f"{option} takes comma-separated positive integers, e.g. 1,2 (got '{text}')")
-    return values
+    return positive_list(text, option)
 
 
 def command(

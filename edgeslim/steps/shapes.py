@@ -20,7 +20,7 @@ from pydantic import Field, model_validator
 
 from edgeslim import artifacts, models, shapes, ui
 from edgeslim.errors import BudgetNotMet, InputError
-from edgeslim.options import Force, Output
+from edgeslim.options import Force, Output, positive_list
 from edgeslim.shapes import Shape
 from edgeslim.steps import StepConfig
 from edgeslim.steps.distill import Weights
@@ -205,10 +205,11 @@ def plan(cfg: Config, config: dict[str, Any], task: str) -> tuple[list[Shape], l
 
 def _widths(shape: Shape, base: Shape) -> tuple[int | None, int | None, int | None]:
     """distill's student_hidden/heads/ffn for `shape`: None where it is the teacher's value."""
-    return tuple(  # type: ignore[return-value]
-        None if getattr(shape, f) == getattr(base, f) else getattr(shape, f)
-        for f in ("hidden", "heads", "ffn")
-    )
+
+    def own(value: int, teacher: int) -> int | None:
+        return None if value == teacher else value
+
+    return own(shape.hidden, base.hidden), own(shape.heads, base.heads), own(shape.ffn, base.ffn)
 
 
 def time_candidates(
@@ -387,21 +388,11 @@ def write_outputs(out: Path, result: dict[str, Any], cfg: Config) -> None:
 
 
 def _floats(text: str | None, option: str) -> tuple[float, ...] | None:
-    if text is None:
-        return None
-    try:
-        values = tuple(float(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        values = ()
-    if not values or min(values) <= 0:
-        raise InputError(f"{option} takes comma-separated positive numbers, e.g. 2,4 (got '{text}')")
-    return values
+    return None if text is None else positive_list(text, option, float)
 
 
 def _ints(text: str | None, option: str) -> tuple[int, ...] | None:
-    from edgeslim.steps.benchmark import _ints as parse
-
-    return None if text is None else parse(text, option)
+    return None if text is None else positive_list(text, option)
 
 
 Grid = Annotated[str | None, typer.Option(help="Comma-separated values (default: the teacher's).")]
