@@ -186,7 +186,9 @@ def load(
                 )
         raise InputError(
             f"dataset '{spec}' not found in {', '.join(map(str, places))}: "
-            "pass --data-dir DIR (a folder holding " + entry.file + ") or set EDGESLIM_DATA_DIR"
+            "pass --data-dir DIR (in a recipe: data_dir: DIR in the step), a folder holding "
+            + entry.file
+            + ", or set EDGESLIM_DATA_DIR"
         )
     path = Path(spec)
     if not path.is_file():

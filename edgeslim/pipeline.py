@@ -150,9 +150,13 @@ def _report_context(
     for number, role in _sources(recipe) if count else []:
         stem = f"{recipe.name}/{label(recipe, number)}"
         if number == count and own:  # the teacher is the last model: its fp32 is the recipe's own
-            stages = _stages(makers[-1:], number, own["key"], own["dir"], cache, environment, host)
             context["beside"].append({"name": own_name, "role": f"{role} fp32", **_where(own)})
+            plain = own is rows[changes[-1] - 1] and _same_quantize(rows[changes[-1]]["step"], makers[-1])
             own = None
+            if plain:  # the result is the teacher's plain int8 itself: nothing to build beside it
+                continue
+            fp32_row = rows[fp32[-1]]
+            stages = _stages(makers[-1:], number, fp32_row["key"], fp32_row["dir"], cache, environment, host)
         else:
             previous = origin if number == 0 else rows[number - 1]["key"]
             source: str | Path = recipe.model if number == 0 else rows[number - 1]["dir"]
@@ -163,6 +167,13 @@ def _report_context(
     if own:  # the result was quantized: its fp32 goes beside it
         context["beside"].append({"name": own_name, "role": "result fp32", **_where(own)})
     return context
+
+
+def _same_quantize(step: Any, plain: Any) -> bool:
+    """True when a recipe's quantize step makes the same model as the plain int8 baseline
+    (the fidelity report's sample count aside)."""
+    skip = {"fidelity_size"}
+    return bool(step.type == "quantize" and step.model_dump(exclude=skip) == plain.model_dump(exclude=skip))
 
 
 def _stages(

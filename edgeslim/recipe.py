@@ -94,15 +94,34 @@ def _suggest(key: str, known: list[str]) -> str:
     return f" (did you mean '{match[0]}'?)" if match else ""
 
 
+def _model_at(cls: type[BaseModel], path: tuple[Any, ...]) -> type[BaseModel]:
+    """The pydantic model that holds the key at `path` (a nested config such as distill's
+    `losses` or `augment`); `cls` when the path leaves the models."""
+    import typing
+
+    for part in path:
+        field = cls.model_fields.get(str(part))
+        if field is None:
+            return cls
+        kinds = [field.annotation, *typing.get_args(field.annotation)]
+        nested = [k for k in kinds if isinstance(k, type) and issubclass(k, BaseModel)]
+        if not nested:
+            return cls
+        cls = nested[0]
+    return cls
+
+
 def explain(exc: ValidationError, cls: type[BaseModel], where: str = "") -> str:
-    """One line per problem, unknown keys with a suggestion from the model's fields."""
-    fields = list(cls.model_fields)
+    """One line per problem, unknown keys with a suggestion from the fields of the model (or
+    nested model, e.g. distill's `losses`) they were written in."""
     problems = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"])
         if err["type"] == "extra_forbidden":
             key = str(err["loc"][-1])
-            problems.append(f"unknown key '{key}'{_suggest(key, fields)}; known: {', '.join(fields)}")
+            fields = list(_model_at(cls, tuple(err["loc"][:-1])).model_fields)
+            inside = f" in '{'.'.join(map(str, err['loc'][:-1]))}'" if len(err["loc"]) > 1 else ""
+            problems.append(f"unknown key '{key}'{inside}{_suggest(key, fields)}; known: {', '.join(fields)}")
         elif err["type"] == "value_error":
             problems.append(str(err["msg"]).removeprefix("Value error, "))
         else:

@@ -53,6 +53,15 @@ def test_unknown_key_suggests(tiny_bert: Path, tmp_path: Path) -> None:
     assert "unknown key 'opst' (did you mean 'opset'?)" in result.output
 
 
+def test_unknown_nested_key_suggests_from_its_own_model(tiny_bert: Path, tmp_path: Path) -> None:
+    body = "steps:\n  - type: distill\n    data: sst2:train\n    losses: {kll: 1.0}\n"
+    result = cli(["run", str(_recipe(tmp_path, tiny_bert, body)), "--dry-run"])
+    assert result.exit_code == 3
+    line = " ".join(result.output.split())
+    assert "unknown key 'kll' in 'losses' (did you mean 'kl'?); known: kl, soft_ce" in line
+    assert "student_layers" not in line  # the distill step's own keys are not offered for `losses`
+
+
 def test_unknown_top_level_key(tiny_bert: Path, tmp_path: Path) -> None:
     result = cli(["run", str(_recipe(tmp_path, tiny_bert, "stesp: []\n" + STEPS))])
     assert result.exit_code == 3 and "did you mean 'steps'" in result.output
@@ -209,6 +218,11 @@ def test_plan_names_the_teacher_and_each_intermediate(tiny_bert: Path, tmp_path:
     only = "steps:\n  - type: finetune\n    task: sequence-classification\n"
     rows = pipeline.plan(load(_recipe(tmp_path, tiny_bert, only + CHAIN)), tmp_path / "cache")
     context = rows[-1]["context"]  # the teacher is the last model: its fp32 is the recipe's own
+    assert [(b["name"], b["role"]) for b in context["beside"]] == [("tiny/optimize", "teacher fp32")]
+    assert context["builds"] == []  # the result is the teacher's plain int8: not built twice
+    static = CHAIN.replace("type: quantize\n", "type: quantize\n    mode: static\n")
+    rows = pipeline.plan(load(_recipe(tmp_path, tiny_bert, only + static)), tmp_path / "cache")
+    context = rows[-1]["context"]
     assert [(b["name"], b["role"]) for b in context["beside"]] == [
         ("tiny/optimize", "teacher fp32"),
         ("tiny/finetune:int8", "teacher int8"),

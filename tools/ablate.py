@@ -74,12 +74,22 @@ def _static(steps: Steps) -> None:
 ARMS: dict[str, tuple[str, Callable[[Steps], None]]] = {
     "base": ("the recipe's distill and quantize steps at --steps", lambda steps: None),
     "longer": ("twice the distillation steps", _longer),
-    "augment": ("+ 8,000 augmented SST-2 train sentences (word dropout / replacement / span shuffle) scored by the teacher", _augment),
-    "attention": ("+ attention-map loss (weight 1; heads averaged)", lambda steps: _losses(steps, attention=1.0)),
+    "augment": (
+        "+ 8,000 augmented SST-2 train sentences (word dropout, replacement, span shuffle), teacher-scored",
+        _augment,
+    ),
+    "attention": (
+        "+ attention-map loss (weight 1; heads averaged)",
+        lambda steps: _losses(steps, attention=1.0),
+    ),
     "no-hidden": ("- hidden-state loss (weight 0)", lambda steps: _losses(steps, hidden=0.0)),
     "no-prune": ("no FFN pruning while distilling (FFN 1024, larger)", _no_prune),
     "three-layers": ("3 student layers instead of 2", _three_layers),
-    "static": ("static int8 (256 calibration sentences) excluding nodes until the drop on 1,000 train sentences <= 0.5 pt, vs dynamic", _static),
+    "static": (
+        "static int8 (256 calibration sentences), nodes kept fp32 until the drop on 1,000 train sentences "
+        "is <= 0.5 pt, instead of dynamic",
+        _static,
+    ),
 }
 
 
@@ -91,7 +101,7 @@ def arm_recipe(recipe: dict[str, Any], arm: str, model: str, steps: int, out: Pa
     kept = [copy.deepcopy(s) for s in recipe["steps"] if s["type"] in KEPT]
     missing = [t for t in ("distill", "quantize", "eval") if t not in [s["type"] for s in kept]]
     if missing:
-        raise SystemExit(f"error: the recipe has no {', '.join(missing)} step: ablate needs distill, quantize and eval")
+        raise SystemExit(f"error: the recipe has no {', '.join(missing)} step: ablate needs distill .. eval")
     distill = _distill(kept)
     distill.update(max_steps=steps, eval_every=steps, save_every=steps)
     ARMS[arm][1](kept)
@@ -115,7 +125,8 @@ def paired_difference(correct: np.ndarray, base: np.ndarray, samples: int = 2000
 def score(artifact: Path, examples: data.Examples) -> np.ndarray:
     """1 where the artifact's int8 model gets the dev sentence right, else 0."""
     batches = evaluation.feeds_for(artifact, examples)
-    preds = np.concatenate([o["logits"].argmax(-1) for o in evaluation.outputs(artifact / "model.onnx", batches)])
+    outs = evaluation.outputs(artifact / "model.onnx", batches)
+    preds = np.concatenate([o["logits"].argmax(-1) for o in outs])
     return (preds == evaluation.label_ids(examples, artifact)).astype(np.float64)
 
 
@@ -158,8 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     examples = data.load(args.data)
     result: dict[str, Any] = {
-        "schema": SCHEMA, "recipe": str(args.recipe), "model": args.model, "steps": args.steps,
-        "data": args.data, "n": len(examples.texts), "arms": {},
+        "schema": SCHEMA,
+        "recipe": str(args.recipe),
+        "model": args.model,
+        "steps": args.steps,
+        "data": args.data,
+        "n": len(examples.texts),
+        "arms": {},
     }
     scored: dict[str, np.ndarray] = {}
     for arm in arms:
@@ -169,7 +185,9 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         with (args.out / f"{arm}.log").open("w") as log:
             rc = subprocess.run(
-                [sys.executable, "-m", "edgeslim", "run", str(path), "--force"], stdout=log, stderr=subprocess.STDOUT
+                [sys.executable, "-m", "edgeslim", "run", str(path), "--force"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
             ).returncode
         entry: dict[str, Any] = {"change": ARMS[arm][0], "wall_s": round(time.perf_counter() - start)}
         artifact = Path(spec["output"])
@@ -179,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
             correct = scored[arm] = score(artifact, examples)
             low, high = metrics.bootstrap_ci(lambda g, p: float(p.mean()), correct, correct, 2000)
             entry.update(
-                accuracy=round(float(correct.mean()), 4), ci95=[round(low, 4), round(high, 4)],
+                accuracy=round(float(correct.mean()), 4),
+                ci95=[round(low, 4), round(high, 4)],
                 mb=round((artifact / "model.onnx").stat().st_size / 1e6, 2),
             )
             if arm != "base" and "base" in scored:
