@@ -6,10 +6,13 @@ one after another with `edgeslim run` (sharing its step cache: an arm that chang
 quantize step reuses the base arm's student). Every final artifact is then scored on the same
 dev sentences: accuracy with a bootstrap 95% CI, and the paired difference to the base arm
 (the same resampled sentences for both arms) with its own 95% CI, so a lever whose interval
-spans 0 is reported as not shown to help. Writes OUT/ablation.md and OUT/ablation.json.
+spans 0 is reported as not shown to help. Writes OUT/NAME.md and OUT/NAME.json (NAME:
+--name, default `arms`); arms can be split between processes that share OUT (each its own
+--name; the base arm is reused from the step cache) and joined with --merge.
 
     .venv/bin/python tools/ablate.py --recipe recipes/sst2-edge.yaml --model out/train/teacher \\
-        --steps 600 --out out/ablation [--arms base,longer,augment,...]
+        --steps 600 --out out/ablation [--arms base,longer,augment,...] [--name part1]
+    .venv/bin/python tools/ablate.py --out out/ablation --merge     # every OUT/*.json -> ablation.md
 """
 
 from __future__ import annotations
@@ -130,6 +133,34 @@ def score(artifact: Path, examples: data.Examples) -> np.ndarray:
     return (preds == evaluation.label_ids(examples, artifact)).astype(np.float64)
 
 
+def merge(out: Path) -> dict[str, Any]:
+    """Join the arms of every ablation table in `out` (first occurrence of an arm wins, base
+    first) and recompute each arm's paired difference to the base arm."""
+    tables = [json.loads(p.read_text()) for p in sorted(out.glob("*.json")) if p.name != "ablation.json"]
+    tables = [t for t in tables if t.get("schema") == SCHEMA]
+    if not tables:
+        raise SystemExit(f"error: no ablation tables (*.json) in {out}: run arms first")
+    result = {k: v for k, v in tables[0].items() if k != "arms"}
+    arms: dict[str, Any] = {}
+    for t in tables:
+        if (t["model"], t["steps"], t["data"]) != (result["model"], result["steps"], result["data"]):
+            raise SystemExit(f"error: tables in {out} differ in model, steps or data: merge like with like")
+        for name, entry in t["arms"].items():
+            if "correct" in entry or "error" in entry:
+                arms.setdefault(name, entry)
+    order = ["base", *(a for a in ARMS if a != "base" and a in arms)]
+    result["arms"] = {a: arms[a] for a in order if a in arms}
+    base = result["arms"].get("base", {}).get("correct")
+    for name, entry in result["arms"].items():
+        if name != "base" and base and entry.get("correct"):
+            entry["vs_base"] = paired_difference(_bits(entry["correct"]), _bits(base))
+    return result
+
+
+def _bits(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode(), dtype=np.uint8).astype(np.float64) - ord("0")
+
+
 def table(result: dict[str, Any]) -> str:
     lines = [
         f"Teacher `{result['model']}`, {result['steps']} distillation steps per arm, dev `{result['data']}` "
@@ -151,13 +182,23 @@ def table(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--recipe", type=Path, required=True)
-    p.add_argument("--model", required=True, help="The fine-tuned teacher (a model folder).")
+    p.add_argument("--recipe", type=Path)
+    p.add_argument("--model", help="The fine-tuned teacher (a model folder).")
     p.add_argument("--steps", type=int, default=600, help="Distillation steps of every arm but 'longer'.")
     p.add_argument("--out", type=Path, default=Path("out/ablation"))
     p.add_argument("--arms", default=",".join(ARMS), help=f"Comma list from: {', '.join(ARMS)}.")
     p.add_argument("--data", default="sst2:dev", help="Dev data every arm is scored on.")
+    p.add_argument("--name", default="arms", help="Stem of this run's table files in --out.")
+    p.add_argument("--merge", action="store_true", help="Join OUT/*.json into OUT/ablation.md; run nothing.")
     args = p.parse_args(argv)
+    if args.merge:
+        merged = merge(args.out)
+        (args.out / "ablation.json").write_text(json.dumps(merged, indent=2) + "\n")
+        (args.out / "ablation.md").write_text(table(merged))
+        print(table(merged))
+        return 0
+    if args.recipe is None or args.model is None:
+        raise SystemExit("error: give --recipe and --model (or --merge)")
     if not args.recipe.is_file():
         raise SystemExit(f"error: recipe {args.recipe} not found")
     if not Path(args.model).is_dir():
@@ -200,13 +241,14 @@ def main(argv: list[str] | None = None) -> int:
                 accuracy=round(float(correct.mean()), 4),
                 ci95=[round(low, 4), round(high, 4)],
                 mb=round((artifact / "model.onnx").stat().st_size / 1e6, 2),
+                correct="".join(str(int(c)) for c in correct),
             )
             if arm != "base" and "base" in scored:
                 entry["vs_base"] = paired_difference(correct, scored["base"])
         result["arms"][arm] = entry
-        (args.out / "ablation.json").write_text(json.dumps(result, indent=2) + "\n")
-        (args.out / "ablation.md").write_text(table(result))
-        print(f"{arm}: {entry}", flush=True)
+        (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
+        (args.out / f"{args.name}.md").write_text(table(result))
+        print(f"{arm}: { {k: v for k, v in entry.items() if k != 'correct'} }", flush=True)
     print(table(result))
     return 0
 
