@@ -28,12 +28,24 @@ class LatencyBudget(_Strict):
     seq: int = Field(128, gt=0, strict=True)
     max_p50_ms: float | None = Field(None, gt=0, strict=True)
     max_p95_ms: float | None = Field(None, gt=0, strict=True)
+    # p50 over `versus`'s p50, both timed interleaved in the gate's own run: a budget that holds on
+    # any CPU, where an absolute ceiling holds on the CPU it was set on only
+    max_ratio: float | None = Field(None, gt=0, strict=True)
+    versus: str | None = Field(
+        None,
+        description="An artifact folder (relative to the budgets file) or a role in the artifact's report",
+    )
     runs: int = Field(50, ge=10, strict=True)
 
     @model_validator(mode="after")
     def _limits(self) -> LatencyBudget:
-        if self.max_p50_ms is None and self.max_p95_ms is None:
-            raise ValueError("a latency budget needs max_p50_ms or max_p95_ms (in ms); it checks nothing")
+        if self.max_p50_ms is None and self.max_p95_ms is None and self.max_ratio is None:
+            raise ValueError(
+                "a latency budget needs max_p50_ms or max_p95_ms (in ms), or max_ratio with versus; "
+                "it checks nothing"
+            )
+        if (self.max_ratio is None) != (self.versus is None):
+            raise ValueError("max_ratio and versus go together: e.g. {max_ratio: 0.25, versus: teacher int8}")
         return self
 
 
@@ -162,7 +174,43 @@ def load(path: Path) -> Budgets:
         )
     if budgets.baseline and not budgets.baseline.file.is_absolute():
         updates["baseline"] = budgets.baseline.model_copy(update={"file": base / budgets.baseline.file})
+    if any(lat.versus and (base / lat.versus).is_dir() for lat in budgets.latency):
+        updates["latency"] = [
+            lat.model_copy(update={"versus": str(base / lat.versus)})
+            if lat.versus and (base / lat.versus).is_dir()
+            else lat
+            for lat in budgets.latency
+        ]
     return budgets.model_copy(update=updates)
+
+
+def versus_model(artifact: Path, versus: str) -> Path:
+    """The model a ratio budget compares with: an artifact folder, or the artifact of that role
+    (or name) in `artifact`'s report.json (e.g. `teacher int8`, a report step's baseline)."""
+    from edgeslim import verify
+
+    if Path(versus).is_dir():
+        verify.require(Path(versus))
+        return Path(versus) / artifacts.MODEL
+    report = artifact / "report.json"
+    entries = json.loads(report.read_text(encoding="utf-8")).get("artifacts", []) if report.is_file() else []
+    found = [e for e in entries if versus in (e.get("role"), e.get("name"))]
+    if not found:
+        roles = (
+            ", ".join(sorted({str(e.get("role")) for e in entries}))
+            or "none: the artifact has no report.json"
+        )
+        raise InputError(
+            f"latency versus '{versus}' is neither an artifact folder nor a role in {report} "
+            f"(roles: {roles}): run the report step first, or give an artifact folder"
+        )
+    stored = Path(found[0]["path"])  # relative to where the report ran; a recipe's cache lies beside
+    for folder in (stored, artifact.parent / stored.parent.name / stored.name):
+        if (folder / artifacts.MODEL).is_file():
+            return folder / artifacts.MODEL
+    raise InputError(
+        f"latency versus '{versus}': {stored} is gone: run the recipe (or its report step) again"
+    )
 
 
 def _row(name: str, limit: str, actual: str, ok: bool, detail: str = "") -> dict[str, Any]:
@@ -197,6 +245,9 @@ def check(artifact: Path, budgets: Budgets) -> list[dict[str, Any]]:
         verify.require(budgets.max_drop.reference)
     if budgets.baseline:  # a bad baseline file is refused before anything is measured
         read_baseline(budgets.baseline.file)
+    for lat in budgets.latency:
+        if lat.versus:
+            versus_model(artifact, lat.versus)
     report = inspection.inspect(artifact)
     rows = []
     if budgets.max_size_mb is not None:
@@ -258,22 +309,31 @@ def _metric_rows(artifact: Path, budgets: Budgets) -> list[dict[str, Any]]:
 
 
 def _latency_rows(artifact: Path, budgets: Budgets) -> list[dict[str, Any]]:
+    import numpy as np
+
     from edgeslim import bench
 
     rows = []
     for lat in budgets.latency:
-        result = bench.run_grid(
-            {artifact.name: artifact / artifacts.MODEL},
-            lat.ep,
-            [lat.threads],
-            [lat.batch],
-            [lat.seq],
-            lat.runs,
-            5,
-            0.0,
-        )
+        models = {artifact.name: artifact / artifacts.MODEL}
+        if lat.versus:
+            models["versus"] = versus_model(artifact, lat.versus)
+        result = bench.run_grid(models, lat.ep, [lat.threads], [lat.batch], [lat.seq], lat.runs, 5, 0.0)
         cell = result["cells"][0]
         where = f"{lat.ep} t{lat.threads} b{lat.batch} s{lat.seq}"
+        if lat.max_ratio is not None:
+            other = result["cells"][1]
+            ratio, low, high = bench.ratio_ci(np.asarray(cell["samples_ms"]), np.asarray(other["samples_ms"]))
+            rows.append(
+                _row(
+                    f"latency.ratio ({where})",
+                    f"<= {lat.max_ratio}x {lat.versus}",
+                    f"{ratio:.3f}x (95% CI {low:.3f}-{high:.3f}; "
+                    f"{cell['median_ms']:.2f} vs {other['median_ms']:.2f} ms)",
+                    low <= lat.max_ratio,
+                    "p50 over the other's p50, interleaved; fails only when the CI's low end is beyond it",
+                )
+            )
         if lat.max_p50_ms is not None:
             rows.append(
                 _row(

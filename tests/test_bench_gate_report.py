@@ -1,6 +1,8 @@
 import json
+import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -91,6 +93,35 @@ def test_gate_passes_and_fails(
     assert cli(["gate", str(bert_fused), "--budgets", str(exact)]).exit_code == 0
     fusion = _budgets(tmp_path, "fusion: {attention: full}\n")
     assert cli(["gate", str(bert_fp32), "--budgets", str(fusion)]).exit_code == 6  # unfused export
+
+
+def test_gate_latency_ratio_versus_another_model(bert_fp32: Path, bert_fused: Path, tmp_path: Path) -> None:
+    """max_ratio: p50 over another model's p50, timed interleaved in the gate's run; `versus` is
+    an artifact folder (relative to the budgets file) or a role in the artifact's report.json."""
+    art = tmp_path / "art"
+    shutil.copytree(bert_fused, art)
+    (tmp_path / "ref").symlink_to(bert_fp32)
+
+    def gate(versus: str, limit: float) -> Any:
+        lat = f"{{threads: 1, batch: 1, seq: 8, runs: 10, max_ratio: {limit}, versus: {versus}}}"
+        return cli(
+            ["gate", str(art), "--budgets", str(_budgets(tmp_path, f"latency:\n  - {lat}\n")), "--json"]
+        )
+
+    loose = gate("ref", 1000.0)
+    assert loose.exit_code == 0, loose.output
+    (row,) = _json(loose.output)["budgets"]
+    assert row["budget"] == "latency.ratio (cpu t1 b1 s8)" and row["limit"].startswith("<= 1000.0x")
+    assert gate("ref", 0.0001).exit_code == 6  # no model runs 10,000x faster than its own fp32
+    missing = gate("'teacher int8'", 1000.0)
+    assert missing.exit_code == 3 and "no report.json" in missing.output
+    report = {"artifacts": [{"name": "t/finetune:int8", "role": "teacher int8", "path": str(bert_fp32)}]}
+    (art / "report.json").write_text(json.dumps(report))
+    assert gate("'teacher int8'", 1000.0).exit_code == 0
+    unknown = gate("'teacher fp16'", 1000.0)
+    assert unknown.exit_code == 3 and "roles: teacher int8" in " ".join(unknown.output.split())
+    lone = cli(["gate", str(art), "--budgets", str(_budgets(tmp_path, "latency:\n  - {max_ratio: 0.5}\n"))])
+    assert lone.exit_code == 3 and "max_ratio and versus go together" in lone.output
 
 
 def test_gate_metric_budgets(balanced_cls: dict[str, Path], tmp_path: Path) -> None:
