@@ -109,8 +109,8 @@ def read_baseline(path: Path) -> tuple[str, list[_Cell]]:
     """(edgeslim EP short name, the baseline model's cells) of a stored bench JSON; InputError
     naming the key when the file is not one."""
     from edgeslim import bench
+    from edgeslim.config import explain
     from edgeslim.providers import PROVIDERS
-    from edgeslim.recipe import explain
 
     fix = "re-create it with 'edgeslim bench ART --out FILE'"
     if not path.is_file():
@@ -141,7 +141,7 @@ def load(path: Path) -> Budgets:
     """Read and validate a budgets YAML file; relative paths resolve against its folder."""
     import yaml
 
-    from edgeslim.recipe import make_config
+    from edgeslim.config import make_config
 
     if not path.is_file():
         raise InputError(f"budgets file {path} not found")

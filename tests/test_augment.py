@@ -89,7 +89,7 @@ def test_augment_dedupes_and_is_identical_when_rebuilt() -> None:
 
 
 def test_config_validation() -> None:
-    from edgeslim.recipe import make_config
+    from edgeslim.config import make_config
     from edgeslim.steps.distill import Config
 
     with pytest.raises(ValidationError):

@@ -387,7 +387,7 @@ def _dev_spearman(model: Path, pairs: Path) -> float:
 def test_embedding_distill_records_each_models_dev_spearman(
     tiny_factory: Callable[..., Path], tmp_path: Path
 ) -> None:
-    from edgeslim.pipeline import run_single
+    from edgeslim.steps import run_single
     from edgeslim.steps.distill import Config, Weights
 
     teacher = tiny_factory("bert")  # a bare encoder: an embedding model, mean pooling

@@ -97,7 +97,7 @@ def test_mean_pooling_ignores_padding(bert_fp32: Path) -> None:
 
 
 def test_external_data(tiny_bert: Path, tmp_path: Path) -> None:
-    from edgeslim.pipeline import run_single
+    from edgeslim.steps import run_single
     from edgeslim.steps.export import Config
 
     out = tmp_path / "ext"

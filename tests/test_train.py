@@ -88,7 +88,7 @@ def test_training_bad_input(
         "2",
     )
     assert result.exit_code == 3 and "non-numeric" in result.output  # type: ignore[attr-defined]
-    from edgeslim.recipe import make_config
+    from edgeslim.config import make_config
     from edgeslim.steps.finetune import Config
 
     assert make_config(Config, precision="bf16").precision == "bf16"

@@ -306,7 +306,7 @@ def test_bench_refuses_zero(option: str, bert_fp32: Path, tmp_path: Path) -> Non
     result = cli(["bench", str(bert_fp32), *args])
     assert result.exit_code == 3 and option in result.output, result.output
     assert not out.exists()
-    from edgeslim.recipe import make_config
+    from edgeslim.config import make_config
     from edgeslim.steps.benchmark import Config
 
     with pytest.raises(InputError, match=option.removeprefix("--")):  # recipes too

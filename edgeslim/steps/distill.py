@@ -463,8 +463,8 @@ def command(
     force: Force = False,
 ) -> None:
     """Distill a fine-tuned teacher into a smaller student (resumable; best checkpoint kept)."""
-    from edgeslim.pipeline import run_single
-    from edgeslim.recipe import make_config
+    from edgeslim.config import make_config
+    from edgeslim.steps import run_single
 
     if augment_size is not None and augment_copies is None:
         raise InputError("--augment-size needs --augment-copies N")

@@ -9,8 +9,8 @@ import typer
 from pydantic import Field
 
 from edgeslim import artifacts
+from edgeslim.config import StepConfig
 from edgeslim.options import ArtifactArg, Json
-from edgeslim.steps import StepConfig
 
 
 class Config(StepConfig):
@@ -69,7 +69,7 @@ def command(
     import json
 
     from edgeslim import ui
-    from edgeslim.recipe import make_config
+    from edgeslim.config import make_config
 
     cfg = make_config(
         Config,

@@ -12,8 +12,8 @@ import typer
 from pydantic import Field
 
 from edgeslim import artifacts, models
+from edgeslim.config import StepConfig
 from edgeslim.options import Force, Output
-from edgeslim.steps import StepConfig
 
 
 class Config(StepConfig):
@@ -198,8 +198,8 @@ def command(
     force: Force = False,
 ) -> None:
     """Export a model to ONNX and prove parity with PyTorch at unseen shapes."""
-    from edgeslim.pipeline import run_single
-    from edgeslim.recipe import make_config
+    from edgeslim.config import make_config
+    from edgeslim.steps import run_single
 
     cfg = make_config(
         Config,

@@ -12,6 +12,7 @@ import typer
 from pydantic import Field
 
 from edgeslim import artifacts, models
+from edgeslim.config import StepConfig
 from edgeslim.errors import InputError
 from edgeslim.options import (
     BatchSize,
@@ -27,7 +28,6 @@ from edgeslim.options import (
     Seed,
     TrainSize,
 )
-from edgeslim.steps import StepConfig
 
 TrainTask = Literal["sequence-classification", "regression", "token-classification"]
 
@@ -192,8 +192,8 @@ def command(
     force: Force = False,
 ) -> None:
     """Fine-tune a model on labelled data (resumable; early stopping; best checkpoint kept)."""
-    from edgeslim.pipeline import run_single
-    from edgeslim.recipe import make_config
+    from edgeslim.config import make_config
+    from edgeslim.steps import run_single
 
     cfg = make_config(
         Config,

@@ -10,9 +10,9 @@ import typer
 from pydantic import Field
 
 from edgeslim import artifacts, models, ui
+from edgeslim.config import StepConfig
 from edgeslim.errors import InputError, ValidationFailed
 from edgeslim.options import ArtifactArg, Force, Output
-from edgeslim.steps import StepConfig
 
 
 class Config(StepConfig):
@@ -158,8 +158,8 @@ def command(
     force: Force = False,
 ) -> None:
     """Fuse attention, LayerNorm and GELU with onnxruntime; report coverage; re-check parity."""
-    from edgeslim.pipeline import run_single
-    from edgeslim.recipe import make_config
+    from edgeslim.config import make_config
+    from edgeslim.steps import run_single
 
     cfg = make_config(
         Config,

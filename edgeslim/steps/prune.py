@@ -12,9 +12,9 @@ import typer
 from pydantic import Field
 
 from edgeslim import models
+from edgeslim.config import StepConfig
 from edgeslim.errors import InputError
 from edgeslim.options import Force, MaxLength, Output, RecoverEval
-from edgeslim.steps import StepConfig
 
 
 class Config(StepConfig):
@@ -326,8 +326,8 @@ def command(
     force: Force = False,
 ) -> None:
     """Remove heads, FFN neurons and layers (a smaller real model), then optionally recover."""
-    from edgeslim.pipeline import run_single
-    from edgeslim.recipe import make_config
+    from edgeslim.config import make_config
+    from edgeslim.steps import run_single
 
     cfg = make_config(
         Config,

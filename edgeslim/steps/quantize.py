@@ -11,9 +11,9 @@ import typer
 from pydantic import Field
 
 from edgeslim import artifacts, models, ui
+from edgeslim.config import StepConfig
 from edgeslim.errors import InputError
 from edgeslim.options import ArtifactArg, Force, Output
-from edgeslim.steps import StepConfig
 
 Quantizer = Callable[[list[str], Path], None]  # (nodes to keep fp32, output path)
 GELU_OPS = ("BiasGelu", "Gelu", "FastGelu", "BiasFastGelu", "QuickGelu")
@@ -145,9 +145,7 @@ def _quantizer(
 
     embeddings = _embedding_op(src, cfg)
     fused_pass = embeddings == "EmbedLayerNormalization" and cfg.mode != "dynamic"
-    quantize = _base_quantizer(
-        src, cfg, work, defaults, external, calib, None if fused_pass else embeddings
-    )
+    quantize = _base_quantizer(src, cfg, work, defaults, external, calib, None if fused_pass else embeddings)
     if not fused_pass:
         return quantize
 
@@ -399,8 +397,8 @@ def command(
     force: Force = False,
 ) -> None:
     """Quantize an artifact (int8 dynamic/static, 2/4/8-bit weight-only, fp16) and report fidelity."""
-    from edgeslim.pipeline import run_single
-    from edgeslim.recipe import make_config
+    from edgeslim.config import make_config
+    from edgeslim.steps import run_single
 
     cfg = make_config(
         Config,

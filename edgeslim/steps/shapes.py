@@ -19,10 +19,10 @@ import typer
 from pydantic import Field, model_validator
 
 from edgeslim import artifacts, models, shapes, ui
+from edgeslim.config import StepConfig
 from edgeslim.errors import BudgetNotMet, InputError
 from edgeslim.options import Force, Output, positive_list
 from edgeslim.shapes import Shape
-from edgeslim.steps import StepConfig
 from edgeslim.steps.distill import Weights
 
 Positive = Annotated[int, Field(gt=0)]
@@ -246,7 +246,7 @@ def time_candidates(
 
 def _distill_config(row: shapes.Row, base: Shape, cfg: Config) -> Any:
     """distill's settings for one kept shape."""
-    from edgeslim.recipe import make_config
+    from edgeslim.config import make_config
     from edgeslim.steps import distill
 
     hidden, heads, ffn = _widths(Shape(**row["shape"]), base)
@@ -430,8 +430,8 @@ def command(
 ) -> None:
     """Pick a student shape by measurement: time candidate shapes as int8 here, keep those under a
     latency target, optionally distill them; print the Pareto set."""
-    from edgeslim.pipeline import run_single
-    from edgeslim.recipe import make_config
+    from edgeslim.config import make_config
+    from edgeslim.steps import run_single
 
     cfg = make_config(
         Config,
