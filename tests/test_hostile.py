@@ -732,7 +732,7 @@ def test_recovery_inputs_checked_before_any_work(
     """prune/simplify --recover-with: a bad teacher or recovery data fails before the model is
     loaded and changed (it used to surface inside recovery, after pruning and saving)."""
     from edgeslim import models
-    from edgeslim.steps import distill
+    from edgeslim.train import distill
 
     monkeypatch.setattr(models, "load", too_early("loading the model"))
     monkeypatch.setattr(distill, "recover", too_early("recovery"))
@@ -756,7 +756,7 @@ def test_simplify_reads_trim_corpus_before_any_work(
 ) -> None:
     """--trim-vocab's corpus was read only after the change and its recovery had finished."""
     from edgeslim import models
-    from edgeslim.steps import distill
+    from edgeslim.train import distill
 
     monkeypatch.setattr(models, "load", too_early("loading the model"))
     monkeypatch.setattr(distill, "recover", too_early("recovery"))

@@ -72,13 +72,14 @@ class Config(StepConfig):
 
 
 def _importance_batches(path: Path, cfg: Config) -> list[dict[str, Any]]:
-    from edgeslim import data, evaluation, train_data
+    from edgeslim import data, evaluation
+    from edgeslim.train.batches import collate, encode
 
     examples = data.load_labelled(cfg.data, None, None, None, None, 32 * cfg.importance_batches)
     labels = [int(x) for x in evaluation.label_ids(examples, path)]
-    encoded = train_data.encode(path, examples, cfg.max_length, labels)
+    encoded = encode(path, examples, cfg.max_length, labels)
     return [
-        train_data.collate(encoded, list(range(i, min(i + 32, len(encoded)))), 0, "class")
+        collate(encoded, list(range(i, min(i + 32, len(encoded)))), 0, "class")
         for i in range(0, len(encoded), 32)
     ]
 
@@ -87,9 +88,9 @@ def run(src: str, cfg: Config, out: Path) -> dict[str, Any]:
     """Prune model `src` into the HF directory `out` (then recover when asked)."""
     import torch
 
-    from edgeslim import pruning, students
-    from edgeslim.steps import distill
-    from edgeslim.steps.finetune import fingerprint
+    from edgeslim import pruning
+    from edgeslim.train import distill, students
+    from edgeslim.train.config import fingerprint
 
     if not (cfg.heads or cfg.ffn or cfg.keep_layers or cfg.unstructured):
         raise InputError("nothing to prune: give --heads, --ffn, --keep-layers and/or --unstructured")

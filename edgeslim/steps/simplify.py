@@ -48,8 +48,8 @@ def run(src: str, cfg: Config, out: Path) -> dict[str, Any]:
     import torch
 
     from edgeslim import data, pruning, simplify
-    from edgeslim.steps import distill
-    from edgeslim.steps.finetune import fingerprint
+    from edgeslim.train import distill
+    from edgeslim.train.config import fingerprint
 
     if not (cfg.activation or cfg.share_layers or cfg.trim_vocab):
         raise InputError("nothing to simplify: give --activation, --share-layers and/or --trim-vocab")
