@@ -177,6 +177,27 @@ def evaluate(
     return result
 
 
+def evaluate_data(
+    artifact: Path,
+    spec: str,
+    columns: tuple[str | None, str | None, str | None] = (None, None, None),
+    data_dir: Path | None = None,
+    limit: int | None = None,
+    batch_size: int = 32,
+    bootstrap: int = 1000,
+    reference: Path | None = None,
+) -> dict[str, Any]:
+    """Load labelled data `spec` (text, pair and label `columns` of a user file; the first
+    `limit` rows) and evaluate artifact `artifact` on it, as `evaluate` does."""
+    from edgeslim import artifacts
+
+    artifacts.read_manifest(artifact)
+    if reference is not None:
+        artifacts.read_manifest(reference)
+    examples = data.load_labelled(spec, *columns, data_dir, limit)
+    return evaluate(artifact, examples, batch_size, bootstrap, reference)
+
+
 def _labels(examples: data.Examples) -> list[str]:
     if examples.labels is None:
         raise InputError(f"{examples.name} has no labels: pass --label-column")

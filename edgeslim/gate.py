@@ -170,17 +170,11 @@ def _row(name: str, limit: str, actual: str, ok: bool, detail: str = "") -> dict
 
 
 def _metric(artifact: Path, budget: MetricBudget) -> float:
-    from edgeslim.steps.evaluate import Config, evaluate
+    from edgeslim import evaluation
 
-    cfg = Config(
-        data=budget.data,
-        text_column=budget.text_column,
-        pair_column=budget.pair_column,
-        label_column=budget.label_column,
-        limit=budget.limit,
-        bootstrap=100,
-    )
-    metrics = evaluate(artifact, cfg)["metrics"]
+    columns = (budget.text_column, budget.pair_column, budget.label_column)
+    result = evaluation.evaluate_data(artifact, budget.data, columns, limit=budget.limit, bootstrap=100)
+    metrics = result["metrics"]
     if budget.metric not in metrics:
         raise InputError(
             f"metric '{budget.metric}' is not reported for this task; available: {', '.join(metrics)}"
