@@ -273,14 +273,14 @@ class _Latency:
         self.source = self._onnx(source, "source")
 
     def _onnx(self, model: str, name: str) -> Path:
-        from edgeslim.steps import export, optimize
+        from edgeslim import fusion, onnx_export
 
         task = models.head_task(models.read_config(models.resolve(model)))
         raw, fused = self.work / f"{name}-export", self.work / name
         raw.mkdir()
         fused.mkdir()
-        export.run(model, export.Config.model_validate({"task": task}), raw)
-        optimize.run(raw, optimize.Config(), fused)
+        onnx_export.export(model, onnx_export.ExportConfig.model_validate({"task": task}), raw)
+        fusion.optimize(raw, fusion.OptimizeConfig(), fused)
         return fused / "model.onnx"
 
     def fraction(self, model_dir: Path) -> float:

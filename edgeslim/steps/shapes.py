@@ -144,14 +144,15 @@ def build(teacher: Path, shape: Shape, task: str, seed: int, out: Path, texts: l
 def int8(model_dir: Path, task: str, work: Path) -> Path:
     """The int8 artifact a default recipe makes of `model_dir`: export, optimize (fused), dynamic
     int8 with the embedding tables quantized (quantize's defaults); intermediates removed."""
-    from edgeslim.steps import export, optimize, quantize
+    from edgeslim import fusion, onnx_export
+    from edgeslim.steps import quantize
 
     fp32, fused, q = work / "fp32", work / "fused", work / "int8"
     for folder in (fp32, fused, q):
         folder.mkdir(parents=True)
     with contextlib.redirect_stderr(io.StringIO()):  # their notes (parity, SQNR) would drown ours
-        export.run(str(model_dir), export.Config(task=task), fp32)
-        optimize.run(fp32, optimize.Config(), fused)
+        onnx_export.export(str(model_dir), onnx_export.ExportConfig(task=task), fp32)
+        fusion.optimize(fp32, fusion.OptimizeConfig(), fused)
         quantize.run(fused, quantize.Config(mode="dynamic", fidelity_size=8), q)
     shutil.rmtree(fp32)
     shutil.rmtree(fused)
