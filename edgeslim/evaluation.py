@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeslim import data, runtime
+from edgeslim import data, sessions
 from edgeslim.errors import InputError
 from edgeslim.metrics import cosine_rows, kl_divergence, sqnr_db
 
@@ -23,8 +23,8 @@ def feeds_for(artifact: Path, examples: data.Examples, batch_size: int = 32) -> 
 
 def outputs(model: Path, batches: list[Feeds]) -> list[dict[str, np.ndarray]]:
     """Every graph output for every batch."""
-    sess = runtime.session(model)
-    return [runtime.run(sess, feeds) for feeds in batches]
+    sess = sessions.session(model)
+    return [sessions.run(sess, feeds) for feeds in batches]
 
 
 def compare(
@@ -93,10 +93,10 @@ def _metric(fn: Any, gold: np.ndarray, pred: np.ndarray, bootstrap: int) -> dict
 
 
 def _run(model: Path, batches: list[Feeds], label: str) -> list[dict[str, np.ndarray]]:
-    from edgeslim import runtime, ui
+    from edgeslim import sessions, ui
 
-    sess = runtime.session(model)
-    return [runtime.run(sess, feeds) for feeds in ui.progress(batches, len(batches), label)]
+    sess = sessions.session(model)
+    return [sessions.run(sess, feeds) for feeds in ui.progress(batches, len(batches), label)]
 
 
 def _entity_f1(gold: list[list[str]], pred: list[list[str]]) -> Any:

@@ -179,7 +179,7 @@ def _check_symlinks(directory: Path, result: Result) -> None:
 
 def _check_model(model_path: Path, root: Path, result: Result, load: bool) -> None:
     """Parse the graph, check its external data, then build an onnxruntime CPU session."""
-    from edgeslim import runtime
+    from edgeslim import sessions
 
     if not model_path.is_file():
         return  # reported as a missing reference
@@ -198,7 +198,7 @@ def _check_model(model_path: Path, root: Path, result: Result, load: bool) -> No
         return
     result.checks.append("onnxruntime load")
     try:
-        runtime.session(model_path, threads=1)
+        sessions.session(model_path, threads=1)
     except InputError as exc:
         result.problems.append(str(exc).replace(str(model_path), model_path.name))
 

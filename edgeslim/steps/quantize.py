@@ -268,7 +268,7 @@ def _layer_label(tensor: str) -> str:
 
 def run(src: Path, cfg: Config, out: Path) -> dict[str, Any]:
     """Quantize artifact `src` into `out`; report fidelity; meet --max-drop when given."""
-    from edgeslim import budget, data, evaluation, hardware, quantization
+    from edgeslim import data, evaluation, hardware, quant_search, quantization
 
     manifest = artifacts.read_manifest(src)
     notes = _check_input(src, manifest, cfg)
@@ -287,7 +287,7 @@ def run(src: Path, cfg: Config, out: Path) -> dict[str, Any]:
     if cfg.mode == "fp16" and target.arch in ("x86", "arm"):
         notes.append("fp16 targets GPU execution providers; on the CPU provider it is usually slower")
     # Every data set is read, validated and tokenized before any work: a bad file fails in seconds.
-    evaluation_set = budget.load_eval(src, cfg) if cfg.max_drop is not None else None
+    evaluation_set = quant_search.load_eval(src, cfg) if cfg.max_drop is not None else None
     calib = None
     if cfg.mode == "static":
         calib = data.load(cfg.calib, cfg.text_column, cfg.pair_column, None, cfg.data_dir)
@@ -303,7 +303,7 @@ def run(src: Path, cfg: Config, out: Path) -> dict[str, Any]:
         quantize([], out / artifacts.MODEL)
         search = None
         if evaluation_set is not None:
-            search = budget.meet_drop(src, out, cfg, quantize, work, evaluation_set)
+            search = quant_search.meet_drop(src, out, cfg, quantize, work, evaluation_set)
     duration = time.perf_counter() - start
     artifacts.copy_companions(src, out)
     fidelity = evaluation.compare(
