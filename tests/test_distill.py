@@ -116,7 +116,7 @@ def _setup(model: Path, task: str) -> tuple[Any, Any, dict[str, torch.Tensor]]:
 
 
 def _reference(term: str, s: Any, t: Any, batch: dict[str, torch.Tensor], cut: float) -> torch.Tensor:
-    """Each term computed here from its definition (not through edgeslim.losses)."""
+    """Each term computed here from its definition (not through edgeslim.train.losses)."""
     mask, labels, temp = batch["attention_mask"], batch["labels"], 2.0
     if term in ("kl", "soft_ce"):
         p, log_q = torch.softmax(t.logits / temp, -1), torch.log_softmax(s.logits / temp, -1)
