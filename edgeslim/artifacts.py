@@ -297,3 +297,11 @@ def append_step(manifest: dict[str, Any], step: dict[str, Any]) -> dict[str, Any
 
     record = {**step, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **snapshot()}
     return {**manifest, "steps": [*manifest.get("steps", []), record]}
+
+
+def inside(path: Path, root: Path) -> bool:
+    """True when `path`, with symlinks and '..' resolved, lies within `root` (False for a loop)."""
+    try:
+        return path.resolve().is_relative_to(root.resolve())
+    except (OSError, RuntimeError):  # a symlink loop (RuntimeError before Python 3.13)
+        return False

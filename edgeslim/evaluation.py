@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from edgeslim import data, runtime
+from edgeslim import data, sessions
 from edgeslim.errors import InputError
-from edgeslim.metrics import cosine_rows, kl_divergence, sqnr_db
+from edgeslim.metrics import cosine_rows, fidelity
 
 Feeds = dict[str, np.ndarray]
 
@@ -23,36 +23,28 @@ def feeds_for(artifact: Path, examples: data.Examples, batch_size: int = 32) -> 
 
 def outputs(model: Path, batches: list[Feeds]) -> list[dict[str, np.ndarray]]:
     """Every graph output for every batch."""
-    sess = runtime.session(model)
-    return [runtime.run(sess, feeds) for feeds in batches]
+    sess = sessions.session(model)
+    return [sessions.run(sess, feeds) for feeds in batches]
 
 
 def compare(
     reference: list[dict[str, np.ndarray]], test: list[dict[str, np.ndarray]], batches: list[Feeds]
 ) -> dict[str, Any]:
-    """Per output SQNR over real (unpadded) positions; embedding cosine; logits top-1 and KL."""
-    result: dict[str, Any] = {}
+    """Per output SQNR over real (unpadded) positions; embedding cosine; logits top-1 and KL
+    (metrics.fidelity over every batch's rows)."""
+    reference_rows: dict[str, np.ndarray] = {}
+    test_rows: dict[str, np.ndarray] = {}
     for name in reference[0]:
-        ref_rows, got_rows = [], []
+        refs, gots = [], []
         for feeds, ref, got in zip(batches, reference, test, strict=True):
             mask = feeds["attention_mask"].astype(bool)
             r, g = ref[name], got[name].astype(np.float32)
             if r.ndim == 3:  # (B, T, X): keep real tokens only -> (n_tokens, X)
                 r, g = r[mask], g[mask]
-            ref_rows.append(r.reshape(len(r), -1))
-            got_rows.append(g.reshape(len(g), -1))
-        ref_all, got_all = np.concatenate(ref_rows), np.concatenate(got_rows)
-        entry: dict[str, Any] = {"sqnr_db": round(sqnr_db(ref_all, got_all), 2)}
-        if name == "sentence_embedding":
-            cos = cosine_rows(ref_all, got_all)
-            entry.update(cosine_mean=round(float(cos.mean()), 5), cosine_min=round(float(cos.min()), 5))
-        if name == "logits" and ref_all.shape[-1] > 1:
-            entry.update(
-                top1_agreement=round(float(np.mean(ref_all.argmax(-1) == got_all.argmax(-1))), 5),
-                kl=float(kl_divergence(ref_all, got_all)),
-            )
-        result[name] = entry
-    return result
+            refs.append(r.reshape(len(r), -1))
+            gots.append(g.reshape(len(g), -1))
+        reference_rows[name], test_rows[name] = np.concatenate(refs), np.concatenate(gots)
+    return fidelity(reference_rows, test_rows)
 
 
 def label_ids(examples: data.Examples, artifact: Path) -> np.ndarray:
@@ -93,10 +85,10 @@ def _metric(fn: Any, gold: np.ndarray, pred: np.ndarray, bootstrap: int) -> dict
 
 
 def _run(model: Path, batches: list[Feeds], label: str) -> list[dict[str, np.ndarray]]:
-    from edgeslim import runtime, ui
+    from edgeslim import sessions, ui
 
-    sess = runtime.session(model)
-    return [runtime.run(sess, feeds) for feeds in ui.progress(batches, len(batches), label)]
+    sess = sessions.session(model)
+    return [sessions.run(sess, feeds) for feeds in ui.progress(batches, len(batches), label)]
 
 
 def _entity_f1(gold: list[list[str]], pred: list[list[str]]) -> Any:
@@ -175,6 +167,27 @@ def evaluate(
         ref_model = reference / artifacts.MODEL
         result["fidelity"] = compare(_run(ref_model, batches, "reference"), outs, batches)
     return result
+
+
+def evaluate_data(
+    artifact: Path,
+    spec: str,
+    columns: tuple[str | None, str | None, str | None] = (None, None, None),
+    data_dir: Path | None = None,
+    limit: int | None = None,
+    batch_size: int = 32,
+    bootstrap: int = 1000,
+    reference: Path | None = None,
+) -> dict[str, Any]:
+    """Load labelled data `spec` (text, pair and label `columns` of a user file; the first
+    `limit` rows) and evaluate artifact `artifact` on it, as `evaluate` does."""
+    from edgeslim import artifacts
+
+    artifacts.read_manifest(artifact)
+    if reference is not None:
+        artifacts.read_manifest(reference)
+    examples = data.load_labelled(spec, *columns, data_dir, limit)
+    return evaluate(artifact, examples, batch_size, bootstrap, reference)
 
 
 def _labels(examples: data.Examples) -> list[str]:

@@ -121,8 +121,8 @@ def read_baseline(path: Path) -> tuple[str, list[_Cell]]:
     """(edgeslim EP short name, the baseline model's cells) of a stored bench JSON; InputError
     naming the key when the file is not one."""
     from edgeslim import bench
+    from edgeslim.config import explain
     from edgeslim.providers import PROVIDERS
-    from edgeslim.recipe import explain
 
     fix = "re-create it with 'edgeslim bench ART --out FILE'"
     if not path.is_file():
@@ -153,7 +153,7 @@ def load(path: Path) -> Budgets:
     """Read and validate a budgets YAML file; relative paths resolve against its folder."""
     import yaml
 
-    from edgeslim.recipe import make_config
+    from edgeslim.config import make_config
 
     if not path.is_file():
         raise InputError(f"budgets file {path} not found")
@@ -218,17 +218,11 @@ def _row(name: str, limit: str, actual: str, ok: bool, detail: str = "") -> dict
 
 
 def _metric(artifact: Path, budget: MetricBudget) -> float:
-    from edgeslim.steps.evaluate import Config, evaluate
+    from edgeslim import evaluation
 
-    cfg = Config(
-        data=budget.data,
-        text_column=budget.text_column,
-        pair_column=budget.pair_column,
-        label_column=budget.label_column,
-        limit=budget.limit,
-        bootstrap=100,
-    )
-    metrics = evaluate(artifact, cfg)["metrics"]
+    columns = (budget.text_column, budget.pair_column, budget.label_column)
+    result = evaluation.evaluate_data(artifact, budget.data, columns, limit=budget.limit, bootstrap=100)
+    metrics = result["metrics"]
     if budget.metric not in metrics:
         raise InputError(
             f"metric '{budget.metric}' is not reported for this task; available: {', '.join(metrics)}"

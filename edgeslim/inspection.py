@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -166,14 +167,75 @@ def inspect(target: Path) -> dict[str, Any]:
 def _external_files(graph: Any, directory: Path, model_path: Path) -> list[Path]:
     """The external-data files the graph references; InputError when one is missing, too
     short or outside the directory (a size without the weights would be a wrong answer)."""
-    from edgeslim import verify
-
-    problems = verify.external_data_problems(graph, directory)
+    problems = external_data_problems(graph, directory)
     if problems:
         raise InputError(
             f"{model_path}: " + "; ".join(problems) + ": restore the file or re-export the artifact"
         )
-    return [directory / location for location in verify.external_refs(graph)]
+    return [directory / location for location in external_refs(graph)]
+
+
+def tensors(graph: Any) -> Iterator[Any]:
+    """Every TensorProto of a GraphProto: initializers, sparse ones, Constant/attribute tensors,
+    recursively through subgraphs (If/Loop/Scan bodies)."""
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield sparse.values
+        yield sparse.indices
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("g"):
+                yield from tensors(attr.g)
+            for sub in attr.graphs:
+                yield from tensors(sub)
+
+
+def _tensor_bytes(tensor: Any) -> int | None:
+    """Bytes a tensor's data occupies, from dims and dtype (None when not fixed-size)."""
+    if tensor.data_type not in _ITEMSIZE:
+        return None
+    count = 1
+    for dim in tensor.dims:
+        count *= dim
+    return int(-(-count * _ITEMSIZE[tensor.data_type] // 1))
+
+
+def external_refs(model: Any) -> dict[str, list[tuple[str, int, int | None]]]:
+    """location -> [(tensor name, offset, length or None)] for tensors stored outside the graph."""
+    refs: dict[str, list[tuple[str, int, int | None]]] = {}
+    for tensor in tensors(model.graph):
+        if tensor.data_location != 1:  # onnx.TensorProto.EXTERNAL
+            continue
+        info = {entry.key: entry.value for entry in tensor.external_data}
+        length = int(info["length"]) if info.get("length", "").isdigit() else _tensor_bytes(tensor)
+        offset = int(info["offset"]) if info.get("offset", "").isdigit() else 0
+        refs.setdefault(info.get("location", ""), []).append((tensor.name, offset, length))
+    return refs
+
+
+def external_data_problems(model: Any, root: Path) -> list[str]:
+    """Locations that leave `root`, are missing, or are shorter than a tensor's offset + length."""
+    problems = []
+    for location, refs in external_refs(model).items():
+        where = f"external data '{location}' ({len(refs)} tensor(s), e.g. '{refs[0][0]}')"
+        path = root / location
+        if not location or Path(location).is_absolute() or not artifacts.inside(path, root):
+            problems.append(f"{where}: location is outside the artifact directory")
+        elif not path.is_file():
+            problems.append(f"{where}: file is missing")
+        else:
+            size = path.stat().st_size
+            short = [(name, off + n) for name, off, n in refs if n is not None and off + n > size]
+            if short:
+                name, end = max(short, key=lambda x: x[1])
+                problems.append(
+                    f"{where}: file has {size} bytes but '{name}' needs {end} "
+                    f"({len(short)} tensor(s) cut off)"
+                )
+    return problems
 
 
 def summarize_manifest(manifest: dict[str, Any]) -> dict[str, Any]:

@@ -39,7 +39,7 @@ def kl_divergence(reference_logits: np.ndarray, test_logits: np.ndarray) -> floa
 def fidelity(reference: dict[str, np.ndarray], test: dict[str, np.ndarray]) -> dict[str, Any]:
     """Per output: SQNR; embeddings: cosine mean/min; logits: top-1 agreement and KL.
 
-    Arrays are concatenated over batches: embeddings (N, D), logits (N, C) or (N*T, C).
+    Arrays are rows over the whole data set: embeddings (N, D), logits (N, C) or (N*T, C).
     """
     result: dict[str, Any] = {}
     for name, ref in reference.items():
@@ -47,10 +47,11 @@ def fidelity(reference: dict[str, np.ndarray], test: dict[str, np.ndarray]) -> d
         entry: dict[str, Any] = {"sqnr_db": round(sqnr_db(ref, got), 2)}
         if name == "sentence_embedding":
             cos = cosine_rows(ref, got)
-            entry.update(cosine_mean=float(cos.mean()), cosine_min=float(cos.min()))
+            entry.update(cosine_mean=round(float(cos.mean()), 5), cosine_min=round(float(cos.min()), 5))
         if name == "logits" and ref.shape[-1] > 1:
             entry.update(
-                top1_agreement=float(np.mean(ref.argmax(-1) == got.argmax(-1))), kl=kl_divergence(ref, got)
+                top1_agreement=round(float(np.mean(ref.argmax(-1) == got.argmax(-1))), 5),
+                kl=float(kl_divergence(ref, got)),
             )
         result[name] = entry
     return result

@@ -114,9 +114,9 @@ def compare(
 
 def check_artifact(model: Path, reference: Path, atol: float, rtol: float) -> dict[str, Any]:
     """Run `model` on the golden inputs in `reference` and compare with PyTorch's outputs."""
-    from edgeslim import runtime
+    from edgeslim import sessions
 
     cases, expected = load_reference(reference)
-    sess = runtime.session(model)
-    actual = [runtime.run(sess, feeds) for feeds in cases]
+    sess = sessions.session(model)
+    actual = [sessions.run(sess, feeds) for feeds in cases]
     return compare(expected, actual, cases, atol, rtol)

@@ -11,28 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from edgeslim import artifacts, fingerprint, locking, models, steps, ui
+from edgeslim.config import StepConfig
 from edgeslim.errors import BudgetNotMet, EdgeslimError, OutputError
 from edgeslim.recipe import Recipe, step_reference
 
 CACHE_DIR = ".edgeslim-cache"
 STEP_SUMMARY = ".step-summary.json"
-
-
-def run_single(src: str | Path, cfg: steps.StepConfig, out: Path, force: bool) -> dict[str, Any]:
-    """Run one step from `src` into `out` (written atomically) and print its summary."""
-    module = steps.modules()[cfg.type]  # type: ignore[attr-defined]
-    if not cfg.takes_model:
-        artifacts.read_manifest(Path(src))  # fail early on a non-artifact
-    start = time.perf_counter()
-    with artifacts.staging(out, force, resumable=cfg.resumable) as tmp:
-        result: dict[str, Any] = module.run(src, cfg, tmp)
-    result["wall_s"] = round(time.perf_counter() - start, 2)
-    if not artifacts.is_main_process():  # a non-zero rank of a distributed run
-        return result
-    ui.summary(f"{cfg.type}: wrote {out}", result)  # type: ignore[attr-defined]
-    if result.get("budget_not_met"):  # the artifact is written; the exit code says it failed
-        raise BudgetNotMet(f"{result['budget_not_met']} ({out})")
-    return result
 
 
 def _key(parts: dict[str, Any]) -> str:
@@ -84,7 +68,7 @@ def plan(recipe: Recipe, cache: Path) -> list[dict[str, Any]]:
 
 
 def _parts(
-    step: steps.StepConfig, previous: str, inputs: dict[str, str], environment: Any, host: Any
+    step: StepConfig, previous: str, inputs: dict[str, str], environment: Any, host: Any
 ) -> dict[str, Any]:
     """What a cache key covers (see plan)."""
     return {

@@ -14,25 +14,27 @@ from edgeslim.errors import InputError
 SUPPORTED = ("bert", "roberta", "xlm-roberta", "electra")
 
 
-def _check(model: Any) -> None:
+def check_supported(model: Any) -> None:
+    """InputError unless structured pruning supports the model's architecture."""
     if model.config.model_type not in SUPPORTED:
         raise InputError(
             f"structured pruning supports {', '.join(SUPPORTED)}; this model is {model.config.model_type}"
         )
 
 
-def _blocks(model: Any) -> Any:
+def blocks(model: Any) -> Any:
+    """The ModuleList of encoder blocks (BERT-family layout)."""
     return getattr(model, model.base_model_prefix, model).encoder.layer
 
 
 def head_importance(model: Any, batches: list[dict[str, Any]] | None) -> list[torch.Tensor]:
     """Per layer, (heads,) importance of its remaining heads: Taylor |grad x weight| of the
     head's Q/K/V rows and output columns, else their L2 norm."""
-    _check(model)
+    check_supported(model)
     if batches:
         _accumulate_grads(model, batches)
     scores = []
-    for block in _blocks(model):
+    for block in blocks(model):
         attn = block.attention
         heads, size = attn.self.num_attention_heads, attn.self.attention_head_size
         weights = [attn.self.query.weight, attn.self.key.weight, attn.self.value.weight]
@@ -52,11 +54,11 @@ def head_importance(model: Any, batches: list[dict[str, Any]] | None) -> list[to
 
 def ffn_importance(model: Any, batches: list[dict[str, Any]] | None) -> list[torch.Tensor]:
     """Per layer, (intermediate,) importance of each FFN neuron (Taylor or magnitude)."""
-    _check(model)
+    check_supported(model)
     if batches:
         _accumulate_grads(model, batches)
     result = []
-    for block in _blocks(model):
+    for block in blocks(model):
         up, down = block.intermediate.dense, block.output.dense
         if batches:
             score = (up.weight * up.weight.grad).abs().sum(1) + (down.weight * down.weight.grad).abs().sum(0)
@@ -116,7 +118,7 @@ def remove_heads_(model: Any, drops: dict[int, list[int]]) -> dict[int, list[int
     """Remove, per layer, the heads at these positions among its remaining heads; returns them as
     indices of the original model (see prune_heads_)."""
     plan: dict[int, list[int]] = {}
-    for i, block in enumerate(_blocks(model)):
+    for i, block in enumerate(blocks(model)):
         original = sorted(set(range(model.config.num_attention_heads)) - set(block.attention.pruned_heads))
         plan[i] = sorted(original[h] for h in drops.get(i, []))
     model.prune_heads({i: hs for i, hs in plan.items() if hs})
@@ -139,7 +141,7 @@ def keep_ffn_(model: Any, kept: list[torch.Tensor]) -> list[int]:
     from transformers.pytorch_utils import prune_linear_layer
 
     sizes = []
-    for block, index in zip(_blocks(model), kept, strict=True):
+    for block, index in zip(blocks(model), kept, strict=True):
         block.intermediate.dense = prune_linear_layer(block.intermediate.dense, index, dim=0)  # type: ignore[arg-type]
         block.output.dense = prune_linear_layer(block.output.dense, index, dim=1)  # type: ignore[arg-type]
         sizes.append(len(index))
@@ -159,7 +161,7 @@ def taylor_scores(model: Any) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
 
     heads, ffn = [], []
     with torch.no_grad():
-        for block in _blocks(model):
+        for block in blocks(model):
             attn = block.attention
             n = attn.self.num_attention_heads
             rows = sum(taylor(x).sum(1) for x in (attn.self.query, attn.self.key, attn.self.value))
@@ -183,11 +185,11 @@ class Pruner:
     """
 
     def __init__(self, model: Any, heads: float, ffn: float, at: float = 0.5, events: int = 1) -> None:
-        _check(model)
+        check_supported(model)
         self.model, self.heads, self.ffn, self.at, self.events = model, heads, ffn, at, events
-        blocks = _blocks(model)
-        self.start_heads = [b.attention.self.num_attention_heads for b in blocks]
-        self.start_ffn = [b.intermediate.dense.out_features for b in blocks]
+        layers = blocks(model)
+        self.start_heads = [b.attention.self.num_attention_heads for b in layers]
+        self.start_ffn = [b.intermediate.dense.out_features for b in layers]
         for i, n in enumerate(self.start_heads):
             if n - round(heads * n) < 1:
                 raise InputError(
@@ -243,10 +245,10 @@ class Pruner:
         self.done[-1] |= self._shape()
 
     def _shape(self) -> dict[str, Any]:
-        blocks = _blocks(self.model)
+        layers = blocks(self.model)
         return {
-            "heads": [b.attention.self.num_attention_heads for b in blocks],
-            "ffn": [b.intermediate.dense.out_features for b in blocks],
+            "heads": [b.attention.self.num_attention_heads for b in layers],
+            "ffn": [b.intermediate.dense.out_features for b in layers],
             "parameters": count(self.model),
         }
 

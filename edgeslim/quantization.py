@@ -247,7 +247,7 @@ def tensor_outputs(
     """Run `model` with intermediate tensors `names` exposed as outputs; per name, per batch."""
     import onnx
 
-    from edgeslim import artifacts, runtime
+    from edgeslim import artifacts, sessions
 
     graph = onnx.load(str(model))
     present = {o for node in graph.graph.node for o in node.output}
@@ -268,10 +268,10 @@ def tensor_outputs(
             all_tensors_to_one_file=True,
             location="probe.onnx_data",
         )
-        sess = runtime.session(path)
+        sess = sessions.session(path)
         result: dict[str, list[np.ndarray]] = {n: [] for n in wanted}
         for feeds in batches:
-            outs = runtime.run(sess, feeds)
+            outs = sessions.run(sess, feeds)
             for name in wanted:
                 result[name].append(np.asarray(outs[name], dtype=np.float32))
     return result

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator
 
 from edgeslim import steps
+from edgeslim.config import StepConfig, make_config, suggest
 from edgeslim.errors import InputError
-from edgeslim.steps import StepConfig
-
-C = TypeVar("C", bound=BaseModel)
 
 
 class Recipe(BaseModel):
@@ -40,7 +37,7 @@ class Recipe(BaseModel):
             if kind not in registry:
                 raise ValueError(
                     f"step {index + 1}: unknown step type '{kind}'"
-                    f"{_suggest(str(kind), list(registry))}; known: {', '.join(registry)}"
+                    f"{suggest(str(kind), list(registry))}; known: {', '.join(registry)}"
                 )
             typed.append(
                 make_config(
@@ -87,56 +84,6 @@ def _check_reference(item: StepConfig, index: int, typed: list[StepConfig]) -> N
             f"step {index + 1} ({getattr(item, 'type', '?')}): recover_with @{number} must name an "
             "earlier step that makes a model (finetune, distill, prune, simplify)"
         )
-
-
-def _suggest(key: str, known: list[str]) -> str:
-    match = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
-    return f" (did you mean '{match[0]}'?)" if match else ""
-
-
-def _model_at(cls: type[BaseModel], path: tuple[Any, ...]) -> type[BaseModel]:
-    """The pydantic model that holds the key at `path` (a nested config such as distill's
-    `losses` or `augment`); `cls` when the path leaves the models."""
-    import typing
-
-    for part in path:
-        field = cls.model_fields.get(str(part))
-        if field is None:
-            return cls
-        kinds = [field.annotation, *typing.get_args(field.annotation)]
-        nested = [k for k in kinds if isinstance(k, type) and issubclass(k, BaseModel)]
-        if not nested:
-            return cls
-        cls = nested[0]
-    return cls
-
-
-def explain(exc: ValidationError, cls: type[BaseModel], where: str = "") -> str:
-    """One line per problem, unknown keys with a suggestion from the fields of the model (or
-    nested model, e.g. distill's `losses`) they were written in."""
-    problems = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
-        if err["type"] == "extra_forbidden":
-            key = str(err["loc"][-1])
-            fields = list(_model_at(cls, tuple(err["loc"][:-1])).model_fields)
-            inside = f" in '{'.'.join(map(str, err['loc'][:-1]))}'" if len(err["loc"]) > 1 else ""
-            problems.append(f"unknown key '{key}'{inside}{_suggest(key, fields)}; known: {', '.join(fields)}")
-        elif err["type"] == "value_error":
-            problems.append(str(err["msg"]).removeprefix("Value error, "))
-        else:
-            problems.append(f"{loc}: {err['msg']}" if loc else str(err["msg"]))
-    prefix = f"{where}: " if where else ""
-    return prefix + "; ".join(problems)
-
-
-def make_config(cls: type[C], where: str = "", **values: Any) -> C:
-    """Validate `values` into `cls`, raising InputError with an actionable message."""
-    values = {k: v for k, v in values.items() if v is not None}
-    try:
-        return cls.model_validate(values)
-    except ValidationError as exc:
-        raise InputError(explain(exc, cls, where)) from None
 
 
 def load(path: Path) -> Recipe:

@@ -7,6 +7,7 @@ import base64
 import html
 import io
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -215,15 +216,67 @@ def markdown(report: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
+# Roles a recipe's report gives its artifacts (steps/report.py, pipeline._report_context).
+RESULT, RESULT_FP32 = "result", "result fp32"
+TEACHER_FP32, TEACHER_INT8 = "teacher fp32", "teacher int8"
+
+
+def by_role(report: Report, role: str) -> Entry | None:
+    """The first artifact with `role`, or None."""
+    return next((e for e in report.artifacts if e.role == role), None)
+
+
+def subject(report: Report) -> Entry:
+    """The artifact the report is about: its recipe's result, else the first one."""
+    return by_role(report, RESULT) or report.artifacts[0]
+
+
+def references(report: Report) -> list[tuple[str, Entry]]:
+    """(label, artifact) to compare the result with: the teacher's int8 and fp32, or, in a recipe
+    without model steps, the result's own fp32."""
+    found = [(role, by_role(report, role)) for role in (TEACHER_INT8, TEACHER_FP32)]
+    pairs = [(role, e) for role, e in found if e is not None]
+    fp32 = by_role(report, RESULT_FP32)
+    return pairs or ([("fp32", fp32)] if fp32 is not None else [])
+
+
+def cells(report: Report) -> list[str]:
+    """Latency cells every artifact has, ordered by batch, sequence, then threads (t1 before t2)."""
+    shared = set.intersection(*(set(e.latency) for e in report.artifacts)) if report.artifacts else set()
+
+    def order(cell: str) -> tuple[int, ...]:
+        numbers = [int(x) for x in re.findall(r"\d+", cell)]
+        return (*numbers[1:], numbers[0]) if len(numbers) == 3 else (0,)
+
+    return sorted(shared, key=order)
+
+
+def latency_ratio(entry: Entry, reference: Entry, cell: str) -> tuple[float, float | None, float | None]:
+    """entry's median latency / reference's at `cell`, with a bootstrap 95% CI from the stored
+    samples (None without samples)."""
+    a, b = entry.latency[cell], reference.latency[cell]
+    if len(a.get("samples_ms", [])) > 1 and len(b.get("samples_ms", [])) > 1:
+        import numpy as np
+
+        from edgeslim.bench import ratio_ci
+
+        ratio, low, high = ratio_ci(np.asarray(a["samples_ms"]), np.asarray(b["samples_ms"]))
+        return ratio, low, high
+    return float(a["median_ms"]) / float(b["median_ms"]), None, None
+
+
+def ratio_text(value: tuple[float, float | None, float | None]) -> str:
+    ratio, low, high = value
+    return f"{ratio:.2f}x" + (f" (95% CI {low:.2f}-{high:.2f})" if low is not None else "")
+
+
 def _table(report: Report) -> list[str]:
     """One row per artifact: role, chain, size, parameters, metric, median ms per shared cell."""
-    from edgeslim import summary
-
     roles = any(e.role for e in report.artifacts)
-    cells = summary.cells(report)
+    shared = cells(report)
     head = ["artifact", *(["role"] if roles else []), "steps", "size MB", "params"]
     head += [report.primary_metric] if report.primary_metric else []
-    head += [f"median ms ({cell})" for cell in cells]
+    head += [f"median ms ({cell})" for cell in shared]
     if report.latency_cell:
         head.append(f"p90 ms ({report.latency_cell})")
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -231,7 +284,7 @@ def _table(report: Report) -> list[str]:
         row = [e.name, *([e.role or ""] if roles else []), " → ".join(e.steps), f"{e.size_mb:.2f}"]
         row.append(f"{e.parameters:,}")
         row += [f"{e.metrics[report.primary_metric]:.4f}"] if report.primary_metric else []
-        row += [f"{e.latency[cell]['median_ms']:.2f}" for cell in cells]
+        row += [f"{e.latency[cell]['median_ms']:.2f}" for cell in shared]
         if report.latency_cell:
             row.append(f"{e.latency[report.latency_cell]['p90_ms']:.2f}")
         rows.append("| " + " | ".join(row) + " |")
@@ -240,20 +293,18 @@ def _table(report: Report) -> list[str]:
 
 def _versus(report: Report) -> list[str]:
     """Size and latency ratios (95% CI from the samples) and metric differences to the teacher."""
-    from edgeslim import summary
-
-    refs = summary.references(report)
+    refs = references(report)
     if not refs:
         return []
-    cells, metric = summary.cells(report), report.primary_metric
+    shared, metric = cells(report), report.primary_metric
     head = ["artifact", *(f"size / {label}" for label, _ in refs)]
-    head += [f"latency {cell} / {label}" for cell in cells for label, _ in refs]
+    head += [f"latency {cell} / {label}" for cell in shared for label, _ in refs]
     head += [f"{metric} − {label}" for label, _ in refs] if metric else []
     rows = ["", f"## Side by side with the {refs[0][0].split()[0]}", ""]
     rows += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for e in report.artifacts:
         row = [e.name, *(f"{e.size_mb / ref.size_mb:.2f}x" for _, ref in refs)]
-        row += [summary.ratio_text(summary.latency_ratio(e, ref, c)) for c in cells for _, ref in refs]
+        row += [ratio_text(latency_ratio(e, ref, c)) for c in shared for _, ref in refs]
         if metric:
             row += [f"{e.metrics[metric] - ref.metrics[metric]:+.4f}" for _, ref in refs]
         rows.append("| " + " | ".join(row) + " |")

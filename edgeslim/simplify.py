@@ -37,41 +37,8 @@ def share_layers_(model: Any, group: int) -> list[list[int]]:
             source = layers[members[0]].state_dict()
             for index in members[1:]:
                 layers[index].load_state_dict(source)
-    model.config.shared_layer_groups = groups  # training re-ties them (tie_shared_)
+    model.config.shared_layer_groups = groups  # training re-ties them (models.tie_shared_)
     return groups
-
-
-def tie_shared_(model: Any) -> None:
-    """Make each sharing group's layers one module again (after loading a shared model), so
-    training updates one set of weights; no-op for models without config.shared_layer_groups."""
-    groups = getattr(model.config, "shared_layer_groups", None)
-    if not groups:
-        return
-    layers = getattr(model, model.base_model_prefix).encoder.layer
-    for members in groups:
-        for index in members[1:]:
-            layers[index] = layers[members[0]]
-
-
-def save_untied(model: Any, path: Path) -> None:
-    """save_pretrained for a model whose shared layers are tied: transformers would drop the
-    repeated tensors (they are not declared tied weights) and reload them random, so each layer
-    is saved as its own copy of the same values (the ONNX exporter stores equal weights once)."""
-    import copy
-
-    groups = getattr(model.config, "shared_layer_groups", None)
-    if not groups:
-        model.save_pretrained(path)
-        return
-    layers = getattr(model, model.base_model_prefix).encoder.layer
-    tied = {index: layers[index] for members in groups for index in members[1:]}
-    try:
-        for index, module in tied.items():
-            layers[index] = copy.deepcopy(module)
-        model.save_pretrained(path)
-    finally:
-        for index, module in tied.items():
-            layers[index] = module
 
 
 def _char_pieces(vocab: dict[str, int], which: str) -> set[int]:

@@ -26,11 +26,11 @@ UPDATE_EVERY = 10  # steps between mask updates while the sparsity rises
 
 def encoder_linears(model: Any) -> dict[str, torch.Tensor]:
     """name -> weight of every Linear inside the encoder blocks (what is sparsified)."""
-    from edgeslim.pruning import _blocks, _check
+    from edgeslim.pruning import blocks, check_supported
 
-    _check(model)
+    check_supported(model)
     found = {}
-    for i, block in enumerate(_blocks(model)):
+    for i, block in enumerate(blocks(model)):
         for name, module in block.named_modules():
             if isinstance(module, torch.nn.Linear):
                 found[f"layer{i}.{name}"] = module.weight

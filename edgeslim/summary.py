@@ -1,6 +1,7 @@
 """What a person reads at a glance: a recipe's result beside its teacher, from report.json (and
 gate.json): size, latency at every measured cell as a ratio with a 95% CI, the task metric and
-the gate verdict. The report's side-by-side table uses the same figures."""
+the gate verdict. The figures (references, shared cells, latency ratios) are report.py's, which
+its side-by-side table uses too."""
 
 from __future__ import annotations
 
@@ -10,55 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeslim.errors import InputError
-from edgeslim.report import Entry, Report
-
-# Roles a recipe's report gives its artifacts (steps/report.py, pipeline._report_context).
-RESULT, RESULT_FP32 = "result", "result fp32"
-TEACHER_FP32, TEACHER_INT8 = "teacher fp32", "teacher int8"
-
-
-def by_role(report: Report, role: str) -> Entry | None:
-    """The first artifact with `role`, or None."""
-    return next((e for e in report.artifacts if e.role == role), None)
-
-
-def subject(report: Report) -> Entry:
-    """The artifact the report is about: its recipe's result, else the first one."""
-    return by_role(report, RESULT) or report.artifacts[0]
-
-
-def references(report: Report) -> list[tuple[str, Entry]]:
-    """(label, artifact) to compare the result with: the teacher's int8 and fp32, or, in a recipe
-    without model steps, the result's own fp32."""
-    found = [(role, by_role(report, role)) for role in (TEACHER_INT8, TEACHER_FP32)]
-    pairs = [(role, e) for role, e in found if e is not None]
-    fp32 = by_role(report, RESULT_FP32)
-    return pairs or ([("fp32", fp32)] if fp32 is not None else [])
-
-
-def cells(report: Report) -> list[str]:
-    """Latency cells every artifact has, ordered by batch, sequence, then threads (t1 before t2)."""
-    shared = set.intersection(*(set(e.latency) for e in report.artifacts)) if report.artifacts else set()
-
-    def order(cell: str) -> tuple[int, ...]:
-        numbers = [int(x) for x in re.findall(r"\d+", cell)]
-        return (*numbers[1:], numbers[0]) if len(numbers) == 3 else (0,)
-
-    return sorted(shared, key=order)
-
-
-def latency_ratio(entry: Entry, reference: Entry, cell: str) -> tuple[float, float | None, float | None]:
-    """entry's median latency / reference's at `cell`, with a bootstrap 95% CI from the stored
-    samples (None without samples)."""
-    a, b = entry.latency[cell], reference.latency[cell]
-    if len(a.get("samples_ms", [])) > 1 and len(b.get("samples_ms", [])) > 1:
-        import numpy as np
-
-        from edgeslim.bench import ratio_ci
-
-        ratio, low, high = ratio_ci(np.asarray(a["samples_ms"]), np.asarray(b["samples_ms"]))
-        return ratio, low, high
-    return float(a["median_ms"]) / float(b["median_ms"]), None, None
+from edgeslim.report import Entry, Report, cells, latency_ratio, ratio_text, references, subject
 
 
 def _mb(entry: Entry) -> str:
@@ -72,11 +25,6 @@ def _ms(entry: Entry, cell: str) -> str:
 def _cell_label(cell: str) -> str:
     """'t1b1s64' -> 't1 b1 s64'."""
     return " ".join(re.findall(r"[a-z]\d+", cell)) or cell
-
-
-def ratio_text(value: tuple[float, float | None, float | None]) -> str:
-    ratio, low, high = value
-    return f"{ratio:.2f}x" + (f" (95% CI {low:.2f}-{high:.2f})" if low is not None else "")
 
 
 def lines(report: Report, gate: dict[str, Any] | None) -> list[str]:

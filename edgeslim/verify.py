@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeslim import artifacts
+from edgeslim import artifacts, inspection
 from edgeslim.errors import InputError, OutputError
 
 HASHES = artifacts.FILES  # manifest key holding {relative file name: sha256}, see artifacts.seal
@@ -77,14 +76,6 @@ class ArtifactInvalid(InputError):
         )
 
 
-def _inside(path: Path, root: Path) -> bool:
-    """True when `path`, with symlinks and '..' resolved, lies within `root` (False for a loop)."""
-    try:
-        return path.resolve().is_relative_to(root.resolve())
-    except (OSError, RuntimeError):  # a symlink loop (RuntimeError before Python 3.13)
-        return False
-
-
 def _read_manifest(directory: Path, result: Result) -> dict[str, Any]:
     """The manifest, or {} with a problem recorded; never raises for a bad file."""
     path = directory / artifacts.MANIFEST
@@ -119,7 +110,7 @@ def _check_hashes(directory: Path, manifest: dict[str, Any], result: Result) -> 
     for name, entry in recorded.items():
         expected = entry.get("sha256") if isinstance(entry, dict) else entry
         path = directory / str(name)
-        if not _inside(path, directory):
+        if not artifacts.inside(path, directory):
             result.problems.append(f"{name}: listed in the manifest but outside the artifact")
         elif not path.is_file():
             result.problems.append(f"{name}: listed in the manifest but missing")
@@ -129,7 +120,7 @@ def _check_hashes(directory: Path, manifest: dict[str, Any], result: Result) -> 
 
 def _check_file(directory: Path, name: str, why: str, result: Result) -> bool:
     path = directory / name
-    if not _inside(path, directory):
+    if not artifacts.inside(path, directory):
         result.problems.append(f"{name}: {why} points outside the artifact")
         return False
     if not path.is_file():
@@ -178,7 +169,7 @@ def _check_symlinks(directory: Path, result: Result) -> None:
             except (OSError, RuntimeError):
                 result.problems.append(f"{rel}: symlink loop (to {target})")
                 continue
-            if not _inside(path, directory):
+            if not artifacts.inside(path, directory):
                 result.problems.append(
                     f"{rel}: symlink to {target}, outside the artifact (replace it with a copy of the file)"
                 )
@@ -186,74 +177,9 @@ def _check_symlinks(directory: Path, result: Result) -> None:
                 result.problems.append(f"{rel}: broken symlink (to {target})")
 
 
-def tensors(graph: Any) -> Iterator[Any]:
-    """Every TensorProto of a GraphProto: initializers, sparse ones, Constant/attribute tensors,
-    recursively through subgraphs (If/Loop/Scan bodies)."""
-    yield from graph.initializer
-    for sparse in graph.sparse_initializer:
-        yield sparse.values
-        yield sparse.indices
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.HasField("t"):
-                yield attr.t
-            yield from attr.tensors
-            if attr.HasField("g"):
-                yield from tensors(attr.g)
-            for sub in attr.graphs:
-                yield from tensors(sub)
-
-
-def _tensor_bytes(tensor: Any) -> int | None:
-    """Bytes a tensor's data occupies, from dims and dtype (None when not fixed-size)."""
-    from edgeslim.inspection import _ITEMSIZE
-
-    if tensor.data_type not in _ITEMSIZE:
-        return None
-    count = 1
-    for dim in tensor.dims:
-        count *= dim
-    return int(-(-count * _ITEMSIZE[tensor.data_type] // 1))
-
-
-def external_refs(model: Any) -> dict[str, list[tuple[str, int, int | None]]]:
-    """location -> [(tensor name, offset, length or None)] for tensors stored outside the graph."""
-    refs: dict[str, list[tuple[str, int, int | None]]] = {}
-    for tensor in tensors(model.graph):
-        if tensor.data_location != 1:  # onnx.TensorProto.EXTERNAL
-            continue
-        info = {entry.key: entry.value for entry in tensor.external_data}
-        length = int(info["length"]) if info.get("length", "").isdigit() else _tensor_bytes(tensor)
-        offset = int(info["offset"]) if info.get("offset", "").isdigit() else 0
-        refs.setdefault(info.get("location", ""), []).append((tensor.name, offset, length))
-    return refs
-
-
-def external_data_problems(model: Any, root: Path) -> list[str]:
-    """Locations that leave `root`, are missing, or are shorter than a tensor's offset + length."""
-    problems = []
-    for location, refs in external_refs(model).items():
-        where = f"external data '{location}' ({len(refs)} tensor(s), e.g. '{refs[0][0]}')"
-        path = root / location
-        if not location or Path(location).is_absolute() or not _inside(path, root):
-            problems.append(f"{where}: location is outside the artifact directory")
-        elif not path.is_file():
-            problems.append(f"{where}: file is missing")
-        else:
-            size = path.stat().st_size
-            short = [(name, off + n) for name, off, n in refs if n is not None and off + n > size]
-            if short:
-                name, end = max(short, key=lambda x: x[1])
-                problems.append(
-                    f"{where}: file has {size} bytes but '{name}' needs {end} "
-                    f"({len(short)} tensor(s) cut off)"
-                )
-    return problems
-
-
 def _check_model(model_path: Path, root: Path, result: Result, load: bool) -> None:
     """Parse the graph, check its external data, then build an onnxruntime CPU session."""
-    from edgeslim import inspection, runtime
+    from edgeslim import sessions
 
     if not model_path.is_file():
         return  # reported as a missing reference
@@ -263,7 +189,7 @@ def _check_model(model_path: Path, root: Path, result: Result, load: bool) -> No
     except InputError as exc:
         result.problems.append(str(exc).replace(str(model_path), model_path.name))
         return
-    external = external_data_problems(model, root)
+    external = inspection.external_data_problems(model, root)
     result.problems += external
     if not load:
         return
@@ -272,7 +198,7 @@ def _check_model(model_path: Path, root: Path, result: Result, load: bool) -> No
         return
     result.checks.append("onnxruntime load")
     try:
-        runtime.session(model_path, threads=1)
+        sessions.session(model_path, threads=1)
     except InputError as exc:
         result.problems.append(str(exc).replace(str(model_path), model_path.name))
 
@@ -290,7 +216,7 @@ def verify(target: Path, load: bool = True) -> Result:
     _check_symlinks(target, result)
     if manifest:
         _check_hashes(target, manifest, result)
-    if _inside(target / artifacts.MODEL, target):  # else reported; never read outside
+    if artifacts.inside(target / artifacts.MODEL, target):  # else reported; never read outside
         _check_model(target / artifacts.MODEL, target, result, load)
     return result
 

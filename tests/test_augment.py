@@ -89,7 +89,7 @@ def test_augment_dedupes_and_is_identical_when_rebuilt() -> None:
 
 
 def test_config_validation() -> None:
-    from edgeslim.recipe import make_config
+    from edgeslim.config import make_config
     from edgeslim.steps.distill import Config
 
     with pytest.raises(ValidationError):
@@ -108,7 +108,8 @@ def test_config_validation() -> None:
 def test_distill_data_adds_augmented_rows_unlabeled(
     tiny_factory: Callable[..., Path], tmp_path: Path
 ) -> None:
-    from edgeslim.steps import distill
+    from edgeslim.train import distill
+    from edgeslim.train.config import DistillConfig
 
     teacher = tiny_factory("bert", "seq", 2)
     train_file = tmp_path / "train.tsv"  # 30 labelled sentences from SENTENCES
@@ -116,27 +117,27 @@ def test_distill_data_adds_augmented_rows_unlabeled(
         "sentence\tlabel\n" + "".join(f"{s}\t{i % 2}\n" for i, s in enumerate(SENTENCES[:30]))
     )
     base = {"student_layers": 1, "data": str(train_file), "eval": str(train_file), "train_size": 20}
-    plain = distill._data(teacher, distill.Config(**base), "sequence-classification")
-    cfg = distill.Config(**base, augment=Augment(copies=2, size=12), unlabeled="wikitext2", unlabeled_size=5)
+    plain = distill.load_data(teacher, DistillConfig(**base), "sequence-classification")
+    cfg = DistillConfig(**base, augment=Augment(copies=2, size=12), unlabeled="wikitext2", unlabeled_size=5)
     notes: dict[str, dict] = {}
-    train, _, labels, _ = distill._data(teacher, cfg, "sequence-classification", notes)
+    train, _, labels, _ = distill.load_data(teacher, cfg, "sequence-classification", notes)
     assert notes["augment"]["added"] == 24 == notes["augment"]["wanted"]
     assert len(train) == len(plain[0]) + 5 + 24 and train.texts[:20] == plain[0].texts
     assert labels[:20] == plain[2] and labels[20:] == [-1] * 29  # teacher terms only
     sources = set(train.texts[:12])
     assert {e["source"] for e in notes["augment"]["examples"]} <= sources
     assert not set(train.texts[25:]) & set(train.texts[:20])  # new sentences, not the training ones
-    again = distill._data(teacher, cfg, "sequence-classification")  # resume: the same pool
+    again = distill.load_data(teacher, cfg, "sequence-classification")  # resume: the same pool
     assert again[0].texts == train.texts and again[2] == labels
     other = tmp_path / "in_domain.txt"
     other.write_text("w1 w2 w3 w4\nw5 w6 w7\n")  # one sentence a line
-    own = distill.Config(**base, augment=Augment(copies=3, source=str(other)))
-    own_train = distill._data(teacher, own, "sequence-classification")[0]
+    own = DistillConfig(**base, augment=Augment(copies=3, source=str(other)))
+    own_train = distill.load_data(teacher, own, "sequence-classification")[0]
     assert len(own_train) == 20 + 6  # its own sentences, its own vocabulary
     assert all(set(text.split()) <= {f"w{i}" for i in range(1, 8)} for text in own_train.texts[20:])
     pairs = tmp_path / "pairs.tsv"
     pairs.write_text("a\tb\tlabel\nw1 w2\tw3 w4\t0\nw5 w6\tw7\t1\n")
-    paired = distill.Config(
+    paired = DistillConfig(
         student_layers=1,
         data=str(pairs),
         eval=str(pairs),
@@ -145,7 +146,7 @@ def test_distill_data_adds_augmented_rows_unlabeled(
         augment=Augment(),
     )
     with pytest.raises(InputError, match="single-sentence"):
-        distill._data(teacher, paired, "sequence-classification")
+        distill.load_data(teacher, paired, "sequence-classification")
 
 
 def test_distill_with_augment_records_the_pool(tiny_factory: Callable[..., Path], tmp_path: Path) -> None:

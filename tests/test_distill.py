@@ -8,8 +8,8 @@ import pytest
 import torch
 from conftest import cli, similar_pairs
 
-from edgeslim import losses, students
 from edgeslim.errors import InputError
+from edgeslim.train import losses, students
 
 FAST = [
     "--train-size",
@@ -116,7 +116,7 @@ def _setup(model: Path, task: str) -> tuple[Any, Any, dict[str, torch.Tensor]]:
 
 
 def _reference(term: str, s: Any, t: Any, batch: dict[str, torch.Tensor], cut: float) -> torch.Tensor:
-    """Each term computed here from its definition (not through edgeslim.losses)."""
+    """Each term computed here from its definition (not through edgeslim.train.losses)."""
     mask, labels, temp = batch["attention_mask"], batch["labels"], 2.0
     if term in ("kl", "soft_ce"):
         p, log_q = torch.softmax(t.logits / temp, -1), torch.log_softmax(s.logits / temp, -1)
@@ -160,15 +160,14 @@ LR = {"alpha": 1e-2, "soft_ce": 3e-3, "nll": 3e-3, "attention": 3e-3}
 def test_each_distillation_term_alone_moves_the_loss_it_names(
     term: str, tiny_factory: Callable[..., Path]
 ) -> None:
-    from edgeslim import distillation
-    from edgeslim.steps.distill import Weights
+    from edgeslim.train.config import Weights
 
     embedding = term in EMBEDDING_TERMS
     task = "feature-extraction" if embedding else "sequence-classification"
     teacher, student, batch = _setup(
         tiny_factory("bert") if embedding else tiny_factory("bert", "seq", 2), task
     )
-    wrapper = distillation.Student(student, 32, 1)
+    wrapper = students.Student(student, 32, 1)
     needs = {"output_hidden_states": True, "output_attentions": True}
 
     def reference() -> torch.Tensor:
@@ -181,7 +180,7 @@ def test_each_distillation_term_alone_moves_the_loss_it_names(
 
     cut = 0.0 if embedding else _median_confidence(teacher, batch)  # keeps about half the rows
     off = {"kl": 0.0, "cosine": 0.0, "min_confidence": cut}
-    loss_fn = distillation.make_loss(teacher, Weights(**{**off, term: 0.5}), [1], task)
+    loss_fn = losses.make_loss(teacher, Weights(**{**off, term: 0.5}), [1], task)
     total, parts = loss_fn(wrapper, dict(batch))
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     with torch.no_grad():
@@ -194,7 +193,7 @@ def test_each_distillation_term_alone_moves_the_loss_it_names(
     assert parts == ({key: pytest.approx(expected, abs=1e-4)} if key else {})
     total.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in wrapper.parameters())
-    silent, silent_parts = distillation.make_loss(teacher, Weights(**off), [1], task)(wrapper, dict(batch))
+    silent, silent_parts = losses.make_loss(teacher, Weights(**off), [1], task)(wrapper, dict(batch))
     assert silent_parts == {} and not silent.requires_grad  # weight 0: no term, no gradient
     before = float(reference().detach())
     optimizer = torch.optim.Adam(wrapper.parameters(), lr=LR.get(term, 1e-3))
@@ -206,22 +205,19 @@ def test_each_distillation_term_alone_moves_the_loss_it_names(
 
 
 def test_pseudo_label_filter_and_gold_rows(tiny_factory: Callable[..., Path]) -> None:
-    from edgeslim import distillation
-    from edgeslim.steps.distill import Weights
+    from edgeslim.train.config import Weights
 
     teacher, student, batch = _setup(tiny_factory("bert", "seq", 2), "sequence-classification")
-    wrapper = distillation.Student(student, 32, 1)
+    wrapper = students.Student(student, 32, 1)
     nll = {"kl": 0.0, "nll": 1.0}
-    everything = distillation.make_loss(teacher, Weights(**nll), [1], "sequence-classification")
-    strict = distillation.make_loss(
-        teacher, Weights(**nll, min_confidence=1.0), [1], "sequence-classification"
-    )
+    everything = losses.make_loss(teacher, Weights(**nll), [1], "sequence-classification")
+    strict = losses.make_loss(teacher, Weights(**nll, min_confidence=1.0), [1], "sequence-classification")
     assert everything(wrapper, dict(batch))[1]["nll"] > 0
     total, parts = strict(wrapper, dict(batch))  # no pseudo-label is that sure: nothing kept
     assert parts == {"nll": 0.0} and float(total.detach()) == 0.0
     total.backward()
     assert all(p.grad is None or p.grad.abs().sum() == 0 for p in wrapper.parameters())
-    gold = distillation.make_loss(teacher, Weights(kl=0.0, alpha=1.0), [1], "sequence-classification")
+    gold = losses.make_loss(teacher, Weights(kl=0.0, alpha=1.0), [1], "sequence-classification")
     unlabeled = {**batch, "labels": torch.full_like(batch["labels"], -1)}
     assert gold(wrapper, unlabeled)[1] == {}  # alpha acts on gold labels only
 
@@ -229,16 +225,16 @@ def test_pseudo_label_filter_and_gold_rows(tiny_factory: Callable[..., Path]) ->
 def test_pseudo_label_stats_count_kept_rows_and_their_accuracy() -> None:
     from types import SimpleNamespace
 
-    from edgeslim import distillation
+    from edgeslim.train import distill
 
     def teacher(**batch: torch.Tensor) -> SimpleNamespace:  # the logits are the input
         return SimpleNamespace(logits=batch["x"])
 
     logits = torch.tensor([[4.0, 0.0], [0.0, 4.0], [0.1, 0.0], [0.0, 0.1]])  # confidences .98 .98 .52 .52
     batches = [{"x": logits, "labels": torch.tensor([0, 0, 0, 1])}]
-    sure = distillation.pseudo_label_stats(teacher, batches, 0.9)
+    sure = distill.pseudo_label_stats(teacher, batches, 0.9)
     assert sure == {"kept_fraction": 0.5, "pseudo_label_accuracy": 0.5}
-    assert distillation.pseudo_label_stats(teacher, batches, 0.0) == {
+    assert distill.pseudo_label_stats(teacher, batches, 0.0) == {
         "kept_fraction": 1.0,
         "pseudo_label_accuracy": 0.75,
     }
@@ -387,7 +383,7 @@ def _dev_spearman(model: Path, pairs: Path) -> float:
 def test_embedding_distill_records_each_models_dev_spearman(
     tiny_factory: Callable[..., Path], tmp_path: Path
 ) -> None:
-    from edgeslim.pipeline import run_single
+    from edgeslim.steps import run_single
     from edgeslim.steps.distill import Config, Weights
 
     teacher = tiny_factory("bert")  # a bare encoder: an embedding model, mean pooling

@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import cli, leftovers, ort_outputs
 
-from edgeslim import artifacts, parity, runtime
+from edgeslim import artifacts, parity, sessions
 from edgeslim.errors import ParityError
 
 ARCHS = ["bert", "roberta", "distilbert", "electra", "xlm-roberta", "deberta-v2"]
@@ -69,10 +69,10 @@ def test_task_heads(
     model = tiny_factory("bert", head, labels)
     result = cli(["export", str(model), "--task", task, "-o", str(tmp_path / "a")])
     assert result.exit_code == 0, result.output
-    sess = runtime.session(tmp_path / "a" / "model.onnx")
+    sess = sessions.session(tmp_path / "a" / "model.onnx")
     ids = np.full((2, 9), 7, dtype=np.int64)
     feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
-    logits = runtime.run(sess, feeds)["logits"]
+    logits = sessions.run(sess, feeds)["logits"]
     assert logits.shape == shape(2, 9)
     config = json.loads((tmp_path / "a" / "config.json").read_text())
     if task == "regression":
@@ -97,7 +97,7 @@ def test_mean_pooling_ignores_padding(bert_fp32: Path) -> None:
 
 
 def test_external_data(tiny_bert: Path, tmp_path: Path) -> None:
-    from edgeslim.pipeline import run_single
+    from edgeslim.steps import run_single
     from edgeslim.steps.export import Config
 
     out = tmp_path / "ext"

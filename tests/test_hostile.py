@@ -647,19 +647,20 @@ def test_builtin_training_set_uses_its_dev_split(spec: str, dev: str) -> None:
 
 
 def test_max_drop_split_is_disjoint_and_seeded() -> None:
-    from edgeslim import budget
+    from edgeslim import quant_search
 
-    select, held = budget.split_rows(11)
+    select, held = quant_search.split_rows(11)
     assert len(select) == 6 and len(held) == 5
     assert set(select).isdisjoint(held) and set(select) | set(held) == set(range(11))
-    assert budget.split_rows(11) == (select, held) and budget.split_rows(11, seed=3) != (select, held)
+    assert quant_search.split_rows(11) == (select, held)
+    assert quant_search.split_rows(11, seed=3) != (select, held)
 
 
 def test_max_drop_is_reported_on_the_held_out_half(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The search judges the selection half; the drop and the verdict come from the other half."""
     import numpy as np
 
-    from edgeslim import budget, evaluation
+    from edgeslim import evaluation, quant_search
 
     def accuracy(model: Path, batches: list, labels: np.ndarray) -> float:
         fp32 = model.parent.name == "src"
@@ -667,10 +668,10 @@ def test_max_drop_is_reported_on_the_held_out_half(tmp_path: Path, monkeypatch: 
         return 1.0 if fp32 else (0.9 if held else 0.99)
 
     monkeypatch.setattr(evaluation, "accuracy", accuracy)
-    split = budget.EvalSplit([{}], np.zeros(4), [{}], np.zeros(3))
+    split = quant_search.EvalSplit([{}], np.zeros(4), [{}], np.zeros(3))
     cfg = type("Cfg", (), {"max_drop": 0.02, "eval": "e.tsv", "max_fp32_nodes": None, "mode": "dynamic"})()
     (tmp_path / "src").mkdir()
-    search = budget.meet_drop(tmp_path / "src", tmp_path / "q", cfg, lambda *a: None, tmp_path, split)
+    search = quant_search.meet_drop(tmp_path / "src", tmp_path / "q", cfg, lambda *a: None, tmp_path, split)
     assert search["selection"]["drop"] == pytest.approx(0.01) and search["rounds"] == [
         {"kept_fp32": 0, "accuracy": 0.99}
     ]
@@ -732,7 +733,7 @@ def test_recovery_inputs_checked_before_any_work(
     """prune/simplify --recover-with: a bad teacher or recovery data fails before the model is
     loaded and changed (it used to surface inside recovery, after pruning and saving)."""
     from edgeslim import models
-    from edgeslim.steps import distill
+    from edgeslim.train import distill
 
     monkeypatch.setattr(models, "load", too_early("loading the model"))
     monkeypatch.setattr(distill, "recover", too_early("recovery"))
@@ -756,7 +757,7 @@ def test_simplify_reads_trim_corpus_before_any_work(
 ) -> None:
     """--trim-vocab's corpus was read only after the change and its recovery had finished."""
     from edgeslim import models
-    from edgeslim.steps import distill
+    from edgeslim.train import distill
 
     monkeypatch.setattr(models, "load", too_early("loading the model"))
     monkeypatch.setattr(distill, "recover", too_early("recovery"))

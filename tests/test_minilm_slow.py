@@ -29,7 +29,7 @@ def test_minilm_embeddings_match_sentence_transformers(tmp_path: Path) -> None:
     from sentence_transformers import SentenceTransformer
     from tokenizers import Tokenizer
 
-    from edgeslim import models, runtime
+    from edgeslim import models, sessions
 
     assert cli(["export", "minilm", "-o", str(tmp_path / "a")]).exit_code == 0
     texts = ["the movie was great", "a dull , lifeless film that goes nowhere"]
@@ -41,7 +41,7 @@ def test_minilm_embeddings_match_sentence_transformers(tmp_path: Path) -> None:
         "attention_mask": np.array([e.attention_mask for e in enc]),
         "token_type_ids": np.array([e.type_ids for e in enc]),
     }
-    ours = runtime.run(runtime.session(tmp_path / "a" / "model.onnx"), feeds)["sentence_embedding"]
+    ours = sessions.run(sessions.session(tmp_path / "a" / "model.onnx"), feeds)["sentence_embedding"]
     reference = SentenceTransformer(str(models.resolve("minilm")), device="cpu").encode(texts)
     ours = ours / np.linalg.norm(ours, axis=1, keepdims=True)  # the ST pipeline normalizes
     np.testing.assert_allclose(ours, reference, atol=1e-4)

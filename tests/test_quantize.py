@@ -127,12 +127,15 @@ def test_fused_embeddings_quantized_by_default(
 
 
 def test_max_drop_can_rank_the_fused_embeddings(bert_fused: Path, tmp_path: Path) -> None:
-    from edgeslim import budget, data, quantization
+    from edgeslim import data, quant_search, quantization
 
     _quantize(bert_fused, tmp_path / "q")
     batches = evaluation.feeds_for(bert_fused, data.load("sst2:dev").head(8))
     rows = quantization.node_sensitivity(
-        bert_fused / "model.onnx", tmp_path / "q" / "model.onnx", batches, budget.SENSITIVE_OPS["dynamic"]
+        bert_fused / "model.onnx",
+        tmp_path / "q" / "model.onnx",
+        batches,
+        quant_search.SENSITIVE_OPS["dynamic"],
     )
     embedding = [r for r in rows if r["op"] == "EmbedLayerNormalization"]
     assert len(embedding) == 1 and 0 < embedding[0]["sqnr_db"] < 100  # a candidate to keep fp32

@@ -163,7 +163,7 @@ def test_user_files_replace_builtin_data(name: str, tmp_path: Path) -> None:
             assert (examples.pairs or not used[1]) and (examples.labels or not used[2]), where
     for step in load(path).steps:
         if step.type == "finetune":  # labels checked against the task, dev labels seen in training
-            from edgeslim.steps.finetune import load_task_data
+            from edgeslim.train.task import load_task_data
 
             train, dev, names = load_task_data(step, step.task)  # type: ignore[arg-type]
             assert len(train) > 10 and len(dev) > 5 and len(names) >= 2

@@ -7,8 +7,8 @@ import pytest
 from conftest import cli
 
 from edgeslim import shapes as logic
+from edgeslim.config import make_config
 from edgeslim.errors import InputError
-from edgeslim.recipe import make_config
 from edgeslim.shapes import Grid, Shape
 from edgeslim.steps import shapes
 from edgeslim.steps.shapes import Config

@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import cli
 
-from edgeslim import inspection, runtime
+from edgeslim import inspection, sessions
 
 
 def _simplify(model: Path, out: Path, *args: str):  # type: ignore[no-untyped-def]
@@ -50,8 +50,8 @@ def test_shared_layers_stored_once_in_onnx(tiny_factory: Callable[..., Path], tm
     assert (
         weight_initializers("plain") == 12 and weight_initializers("shared") == 6
     )  # one initializer per weight
-    session_out = runtime.run(
-        runtime.session(tmp_path / "shared" / "model.onnx"),
+    session_out = sessions.run(
+        sessions.session(tmp_path / "shared" / "model.onnx"),
         {
             "input_ids": np.full((1, 5), 7),
             "attention_mask": np.ones((1, 5), dtype=np.int64),
@@ -87,7 +87,7 @@ def test_trimmed_vocabulary_equals_original_in_vocabulary(
     for name in ("orig", "trim"):
         feeds = list(data.batches(tmp_path / name, examples, 2, 64))
         assert feeds[0]["input_ids"].max() < (95 if name == "orig" else 11)  # ids within the new range
-        outs[name] = runtime.run(runtime.session(tmp_path / name / "model.onnx"), feeds[0])["logits"]
+        outs[name] = sessions.run(sessions.session(tmp_path / name / "model.onnx"), feeds[0])["logits"]
     np.testing.assert_allclose(outs["trim"], outs["orig"], atol=1e-5)
     (tmp_path / "empty.txt").write_text("zzz qqq\n")
     result = _simplify(model, tmp_path / "z", "--trim-vocab", str(tmp_path / "empty.txt"))

@@ -14,9 +14,10 @@ import pytest
 import torch
 from conftest import cli
 
-from edgeslim import distillation, models, pruning, students
+from edgeslim import models, pruning
 from edgeslim.errors import InputError
-from edgeslim.students import Width
+from edgeslim.train import losses, students
+from edgeslim.train.students import Width
 
 FAST = ["--train-size", "64", "--eval-size", "32", "--batch-size", "16", "--max-length", "16"]
 NARROW = ["--student-hidden", "16", "--student-heads", "2", "--student-ffn", "20"]
@@ -135,19 +136,19 @@ def test_narrow_student_copies_the_teachers_most_active_slices(
 
 
 def test_projection_starts_as_the_kept_channels_and_learns(tiny_factory: Callable[..., Path]) -> None:
-    from edgeslim.steps.distill import Weights
+    from edgeslim.train.config import Weights
 
     teacher, batch = _teacher(tiny_factory)
     width = Width(16, 2, 20)
     reduced = students.reduce_layers(teacher, [1])
     plan = students.width_plan(reduced, width, students.activation_importance(teacher, [batch]), [1])
-    wrapper = distillation.Student(students.narrow(reduced, width, plan), 32, 1, plan["hidden"])
+    wrapper = students.Student(students.narrow(reduced, width, plan), 32, 1, plan["hidden"])
     proj = wrapper.proj[0]
     assert isinstance(proj, torch.nn.Linear) and proj.weight.shape == (32, 16)
     embedding = torch.zeros(32, 16)
     embedding[plan["hidden"], torch.arange(16)] = 1.0
     assert torch.equal(proj.weight, embedding) and not proj.bias.any()
-    loss_fn = distillation.make_loss(teacher, Weights(kl=0.0, hidden=1.0), [1], "sequence-classification")
+    loss_fn = losses.make_loss(teacher, Weights(kl=0.0, hidden=1.0), [1], "sequence-classification")
     total, _ = loss_fn(wrapper, {**batch, "labels": torch.zeros(16, dtype=torch.long)})
     total.backward()
     assert proj.weight.grad is not None and proj.weight.grad.abs().sum() > 0

@@ -88,7 +88,7 @@ def test_training_bad_input(
         "2",
     )
     assert result.exit_code == 3 and "non-numeric" in result.output  # type: ignore[attr-defined]
-    from edgeslim.recipe import make_config
+    from edgeslim.config import make_config
     from edgeslim.steps.finetune import Config
 
     assert make_config(Config, precision="bf16").precision == "bf16"
@@ -110,7 +110,7 @@ def test_bf16_refused_only_without_bf16_hardware(
 ) -> None:
     from edgeslim.errors import InputError
     from edgeslim.hardware import from_facts
-    from edgeslim.trainer import check_precision
+    from edgeslim.train.loop import check_precision
 
     target = from_facts(machine, flags)
     check_precision("fp32", target, cuda)  # fp32 is never refused
@@ -126,13 +126,13 @@ def test_nan_loss_stops_with_message(
 ) -> None:
     import torch
 
-    from edgeslim import training
+    from edgeslim.train import task
 
     def nan_loss(model: object, batch: dict) -> tuple[torch.Tensor, dict]:
         out = model(**batch)  # type: ignore[operator]
         return out.loss * float("nan"), {}
 
-    monkeypatch.setattr(training, "task_loss", nan_loss)
+    monkeypatch.setattr(task, "task_loss", nan_loss)
     result = _finetune(tiny_factory("bert"), tmp_path / "o", "--max-steps", "4")
     assert result.exit_code == 5 and "loss became nan" in result.output  # type: ignore[attr-defined]
     assert not (tmp_path / "o").exists()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import cli
 
-from edgeslim import artifacts, bench, providers, verify
+from edgeslim import artifacts, bench, inspection, providers, verify
 from edgeslim.errors import InputError
 
 FAST = ["--threads", "1", "--batch", "1", "--seq", "8", "--runs", "5", "--warmup", "1"]
@@ -51,13 +51,11 @@ def test_verify_passes_fresh_artifacts(bert_fp32: Path, bert_ext: Path) -> None:
         assert {"manifest", "references", "symlinks", "external data", "onnxruntime load"} <= set(
             report["checks"]
         )
-    assert verify.external_refs(_graph(bert_ext))  # the external case really has external tensors
-    assert not verify.external_refs(_graph(bert_fp32))
+    assert inspection.external_refs(_graph(bert_ext))  # the external case really has external tensors
+    assert not inspection.external_refs(_graph(bert_fp32))
 
 
 def _graph(art: Path):  # type: ignore[no-untyped-def]
-    from edgeslim import inspection
-
     return inspection.load_graph(art / artifacts.MODEL)
 
 
@@ -306,7 +304,7 @@ def test_bench_refuses_zero(option: str, bert_fp32: Path, tmp_path: Path) -> Non
     result = cli(["bench", str(bert_fp32), *args])
     assert result.exit_code == 3 and option in result.output, result.output
     assert not out.exists()
-    from edgeslim.recipe import make_config
+    from edgeslim.config import make_config
     from edgeslim.steps.benchmark import Config
 
     with pytest.raises(InputError, match=option.removeprefix("--")):  # recipes too

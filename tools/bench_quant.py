@@ -20,8 +20,7 @@ import numpy as np
 
 from edgeslim import artifacts, bench, data, evaluation
 from edgeslim.metrics import cosine_rows
-from edgeslim.pipeline import run_single
-from edgeslim.steps import export, optimize, quantize
+from edgeslim.steps import export, optimize, quantize, run_single
 
 WORK = Path("out/bench-quant")
 

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import torch
 
-from edgeslim import distillation, losses, models, students, trainer
-from edgeslim.steps.distill import Weights
+from edgeslim import models
+from edgeslim.train import loop, losses, students
+from edgeslim.train.config import Weights
 
 
 def batches(n: int, batch: int, seq: int) -> list[dict[str, torch.Tensor]]:
@@ -56,16 +57,14 @@ def plain(teacher: torch.nn.Module, student: torch.nn.Module, data: list[dict[st
 
 
 def ours(teacher: torch.nn.Module, student: torch.nn.Module, data: list[dict[str, torch.Tensor]]) -> float:
-    wrapper = distillation.Student(student, teacher.config.hidden_size, 3)
-    loss_fn = distillation.make_loss(
-        teacher, Weights(kl=1.0, hidden=1.0), [1, 3, 5], "sequence-classification"
-    )
-    settings = trainer.Settings(
+    wrapper = students.Student(student, teacher.config.hidden_size, 3)
+    loss_fn = losses.make_loss(teacher, Weights(kl=1.0, hidden=1.0), [1, 3, 5], "sequence-classification")
+    settings = loop.Settings(
         max_steps=len(data), epochs=1, batch_size=32, lr=5e-5, seed=0, eval_every=10**6, save_every=10**6
     )
     with tempfile.TemporaryDirectory() as work:
         start = time.perf_counter()
-        trainer.train(
+        loop.train(
             wrapper,
             loss_fn,
             lambda epoch: [dict(b) for b in data],

@@ -277,10 +277,10 @@ def torch_predictor(model: Any) -> Predict:
 
 def onnx_predictor(model: Path, threads: int) -> Predict:
     """feeds -> outputs of an onnxruntime session (`threads` intra-op, inter-op 1, spinning off)."""
-    from edgeslim import runtime
+    from edgeslim import sessions
 
     sess = bench.session(model, threads)
-    return lambda feeds: runtime.run(sess, feeds)
+    return lambda feeds: sessions.run(sess, feeds)
 
 
 def predictors(rows: list[Row], threads: int, torch_model: Any) -> dict[str, Predict]:

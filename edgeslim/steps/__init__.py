@@ -5,7 +5,7 @@
                 writes the step's artifact into the (staging) directory `out` and returns
                 a summary for the terminal; `src` is the previous artifact directory, or the
                 model name/path for steps whose Config has `takes_model = True`
-    command     the typer command function for the CLI
+    command     the typer command function for the CLI: builds the Config, calls run_single
 
 Adding a step = one new file plus one line in STEP_MODULES. Modules import torch,
 transformers and onnxruntime only inside functions, so loading the registry stays cheap.
@@ -14,11 +14,15 @@ transformers and onnxruntime only inside functions, so loading the registry stay
 from __future__ import annotations
 
 import importlib
+import time
 from functools import cache
+from pathlib import Path
 from types import ModuleType
-from typing import ClassVar
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from edgeslim import artifacts, ui
+from edgeslim.config import StepConfig
+from edgeslim.errors import BudgetNotMet
 
 STEP_MODULES: tuple[str, ...] = (
     "finetune",
@@ -37,18 +41,25 @@ STEP_MODULES: tuple[str, ...] = (
 )
 
 
-class StepConfig(BaseModel):
-    """Base of every step config: frozen, unknown keys rejected."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    takes_model: ClassVar[bool] = False  # True: the step's input is a model, not an artifact
-    produces_model: ClassVar[bool] = False  # True: it writes a HF model directory, not an artifact
-    resumable: ClassVar[bool] = False  # True: its partial output survives a crash, to resume
-    host_dependent: ClassVar[bool] = False  # True: it measures, or picks defaults from the CPU
-
-
 @cache
 def modules() -> dict[str, ModuleType]:
     """Step type (its Config's `type`, also the CLI command) -> module, in registry order."""
     loaded = [importlib.import_module(f"edgeslim.steps.{name}") for name in STEP_MODULES]
     return {module.Config.model_fields["type"].default: module for module in loaded}
+
+
+def run_single(src: str | Path, cfg: StepConfig, out: Path, force: bool) -> dict[str, Any]:
+    """Run one step from `src` into `out` (written atomically) and print its summary."""
+    module = modules()[cfg.type]  # type: ignore[attr-defined]
+    if not cfg.takes_model:
+        artifacts.read_manifest(Path(src))  # fail early on a non-artifact
+    start = time.perf_counter()
+    with artifacts.staging(out, force, resumable=cfg.resumable) as tmp:
+        result: dict[str, Any] = module.run(src, cfg, tmp)
+    result["wall_s"] = round(time.perf_counter() - start, 2)
+    if not artifacts.is_main_process():  # a non-zero rank of a distributed run
+        return result
+    ui.summary(f"{cfg.type}: wrote {out}", result)  # type: ignore[attr-defined]
+    if result.get("budget_not_met"):  # the artifact is written; the exit code says it failed
+        raise BudgetNotMet(f"{result['budget_not_met']} ({out})")
+    return result

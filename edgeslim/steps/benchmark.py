@@ -9,9 +9,9 @@ import typer
 from pydantic import Field
 
 from edgeslim import artifacts
+from edgeslim.config import StepConfig
 from edgeslim.errors import InputError
 from edgeslim.options import Json, positive_list
-from edgeslim.steps import StepConfig
 
 Positive = Annotated[int, Field(gt=0)]
 
@@ -99,7 +99,7 @@ def command(
     import json
 
     from edgeslim import verify
-    from edgeslim.recipe import make_config
+    from edgeslim.config import make_config
 
     if out:
         verify.writable_file(out)  # before any work, not after minutes of measuring

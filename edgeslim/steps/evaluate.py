@@ -9,8 +9,8 @@ import typer
 from pydantic import Field
 
 from edgeslim import artifacts
+from edgeslim.config import StepConfig
 from edgeslim.options import ArtifactArg, Json
-from edgeslim.steps import StepConfig
 
 
 class Config(StepConfig):
@@ -30,15 +30,12 @@ class Config(StepConfig):
 
 def evaluate(src: Path, cfg: Config) -> dict[str, Any]:
     """Load the data and evaluate artifact `src`."""
-    from edgeslim import data, evaluation
+    from edgeslim import evaluation
 
-    artifacts.read_manifest(src)
-    if cfg.reference is not None:
-        artifacts.read_manifest(cfg.reference)
-    examples = data.load_labelled(
-        cfg.data, cfg.text_column, cfg.pair_column, cfg.label_column, cfg.data_dir, cfg.limit
+    columns = (cfg.text_column, cfg.pair_column, cfg.label_column)
+    return evaluation.evaluate_data(
+        src, cfg.data, columns, cfg.data_dir, cfg.limit, cfg.batch_size, cfg.bootstrap, cfg.reference
     )
-    return evaluation.evaluate(src, examples, cfg.batch_size, cfg.bootstrap, cfg.reference)
 
 
 def run(src: Path, cfg: Config, out: Path) -> dict[str, Any]:
@@ -69,7 +66,7 @@ def command(
     import json
 
     from edgeslim import ui
-    from edgeslim.recipe import make_config
+    from edgeslim.config import make_config
 
     cfg = make_config(
         Config,

@@ -10,9 +10,9 @@ import typer
 from pydantic import Field
 
 from edgeslim import artifacts, gate
+from edgeslim.config import StepConfig
 from edgeslim.errors import BudgetNotMet
 from edgeslim.options import ArtifactArg, Json
-from edgeslim.steps import StepConfig
 
 
 class Config(StepConfig):

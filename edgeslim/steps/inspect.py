@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from edgeslim import artifacts
+from edgeslim.config import StepConfig
 from edgeslim.options import ArtifactArg, Json
-from edgeslim.steps import StepConfig
 
 
 class Config(StepConfig):

@@ -12,9 +12,9 @@ import typer
 from pydantic import Field
 
 from edgeslim import models
+from edgeslim.config import StepConfig
 from edgeslim.errors import InputError
 from edgeslim.options import Force, MaxLength, Output, RecoverEval
-from edgeslim.steps import StepConfig
 
 
 class Config(StepConfig):
@@ -72,13 +72,14 @@ class Config(StepConfig):
 
 
 def _importance_batches(path: Path, cfg: Config) -> list[dict[str, Any]]:
-    from edgeslim import data, evaluation, train_data
+    from edgeslim import data, evaluation
+    from edgeslim.train.batches import collate, encode
 
     examples = data.load_labelled(cfg.data, None, None, None, None, 32 * cfg.importance_batches)
     labels = [int(x) for x in evaluation.label_ids(examples, path)]
-    encoded = train_data.encode(path, examples, cfg.max_length, labels)
+    encoded = encode(path, examples, cfg.max_length, labels)
     return [
-        train_data.collate(encoded, list(range(i, min(i + 32, len(encoded)))), 0, "class")
+        collate(encoded, list(range(i, min(i + 32, len(encoded)))), 0, "class")
         for i in range(0, len(encoded), 32)
     ]
 
@@ -87,9 +88,9 @@ def run(src: str, cfg: Config, out: Path) -> dict[str, Any]:
     """Prune model `src` into the HF directory `out` (then recover when asked)."""
     import torch
 
-    from edgeslim import pruning, students
-    from edgeslim.steps import distill
-    from edgeslim.steps.finetune import fingerprint
+    from edgeslim import pruning
+    from edgeslim.train import distill, students
+    from edgeslim.train.config import fingerprint
 
     if not (cfg.heads or cfg.ffn or cfg.keep_layers or cfg.unstructured):
         raise InputError("nothing to prune: give --heads, --ffn, --keep-layers and/or --unstructured")
@@ -272,14 +273,14 @@ class _Latency:
         self.source = self._onnx(source, "source")
 
     def _onnx(self, model: str, name: str) -> Path:
-        from edgeslim.steps import export, optimize
+        from edgeslim import fusion, onnx_export
 
         task = models.head_task(models.read_config(models.resolve(model)))
         raw, fused = self.work / f"{name}-export", self.work / name
         raw.mkdir()
         fused.mkdir()
-        export.run(model, export.Config.model_validate({"task": task}), raw)
-        optimize.run(raw, optimize.Config(), fused)
+        onnx_export.export(model, onnx_export.ExportConfig.model_validate({"task": task}), raw)
+        fusion.optimize(raw, fusion.OptimizeConfig(), fused)
         return fused / "model.onnx"
 
     def fraction(self, model_dir: Path) -> float:
@@ -326,8 +327,8 @@ def command(
     force: Force = False,
 ) -> None:
     """Remove heads, FFN neurons and layers (a smaller real model), then optionally recover."""
-    from edgeslim.pipeline import run_single
-    from edgeslim.recipe import make_config
+    from edgeslim.config import make_config
+    from edgeslim.steps import run_single
 
     cfg = make_config(
         Config,

@@ -11,9 +11,9 @@ import typer
 from pydantic import Field
 
 from edgeslim import artifacts, models, ui
+from edgeslim.config import StepConfig
 from edgeslim.errors import InputError
 from edgeslim.options import ArtifactArg, Force, Output
-from edgeslim.steps import StepConfig
 
 Quantizer = Callable[[list[str], Path], None]  # (nodes to keep fp32, output path)
 GELU_OPS = ("BiasGelu", "Gelu", "FastGelu", "BiasFastGelu", "QuickGelu")
@@ -145,9 +145,7 @@ def _quantizer(
 
     embeddings = _embedding_op(src, cfg)
     fused_pass = embeddings == "EmbedLayerNormalization" and cfg.mode != "dynamic"
-    quantize = _base_quantizer(
-        src, cfg, work, defaults, external, calib, None if fused_pass else embeddings
-    )
+    quantize = _base_quantizer(src, cfg, work, defaults, external, calib, None if fused_pass else embeddings)
     if not fused_pass:
         return quantize
 
@@ -270,7 +268,7 @@ def _layer_label(tensor: str) -> str:
 
 def run(src: Path, cfg: Config, out: Path) -> dict[str, Any]:
     """Quantize artifact `src` into `out`; report fidelity; meet --max-drop when given."""
-    from edgeslim import budget, data, evaluation, hardware, quantization
+    from edgeslim import data, evaluation, hardware, quant_search, quantization
 
     manifest = artifacts.read_manifest(src)
     notes = _check_input(src, manifest, cfg)
@@ -289,7 +287,7 @@ def run(src: Path, cfg: Config, out: Path) -> dict[str, Any]:
     if cfg.mode == "fp16" and target.arch in ("x86", "arm"):
         notes.append("fp16 targets GPU execution providers; on the CPU provider it is usually slower")
     # Every data set is read, validated and tokenized before any work: a bad file fails in seconds.
-    evaluation_set = budget.load_eval(src, cfg) if cfg.max_drop is not None else None
+    evaluation_set = quant_search.load_eval(src, cfg) if cfg.max_drop is not None else None
     calib = None
     if cfg.mode == "static":
         calib = data.load(cfg.calib, cfg.text_column, cfg.pair_column, None, cfg.data_dir)
@@ -305,7 +303,7 @@ def run(src: Path, cfg: Config, out: Path) -> dict[str, Any]:
         quantize([], out / artifacts.MODEL)
         search = None
         if evaluation_set is not None:
-            search = budget.meet_drop(src, out, cfg, quantize, work, evaluation_set)
+            search = quant_search.meet_drop(src, out, cfg, quantize, work, evaluation_set)
     duration = time.perf_counter() - start
     artifacts.copy_companions(src, out)
     fidelity = evaluation.compare(
@@ -399,8 +397,8 @@ def command(
     force: Force = False,
 ) -> None:
     """Quantize an artifact (int8 dynamic/static, 2/4/8-bit weight-only, fp16) and report fidelity."""
-    from edgeslim.pipeline import run_single
-    from edgeslim.recipe import make_config
+    from edgeslim.config import make_config
+    from edgeslim.steps import run_single
 
     cfg = make_config(
         Config,

@@ -10,9 +10,9 @@ import typer
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgeslim import artifacts
+from edgeslim.config import StepConfig
 from edgeslim.errors import InputError
 from edgeslim.options import Force, Output
-from edgeslim.steps import StepConfig
 
 
 class Config(StepConfig):
@@ -190,7 +190,7 @@ def command(
 ) -> None:
     """Write report.json, report.md and a self-contained report.html with plots."""
     from edgeslim import report, ui
-    from edgeslim.recipe import make_config
+    from edgeslim.config import make_config
 
     cfg = make_config(Config, bench_files=tuple(bench or ()), data=data, limit=limit, measure=measure)
     built = build(paths, cfg)

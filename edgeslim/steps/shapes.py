@@ -19,11 +19,11 @@ import typer
 from pydantic import Field, model_validator
 
 from edgeslim import artifacts, models, shapes, ui
+from edgeslim.config import StepConfig
 from edgeslim.errors import BudgetNotMet, InputError
 from edgeslim.options import Force, Output, positive_list
 from edgeslim.shapes import Shape
-from edgeslim.steps import StepConfig
-from edgeslim.steps.distill import Weights
+from edgeslim.train.config import DistillConfig, Weights
 
 Positive = Annotated[int, Field(gt=0)]
 Ratio = Annotated[float, Field(gt=0)]
@@ -144,14 +144,15 @@ def build(teacher: Path, shape: Shape, task: str, seed: int, out: Path, texts: l
 def int8(model_dir: Path, task: str, work: Path) -> Path:
     """The int8 artifact a default recipe makes of `model_dir`: export, optimize (fused), dynamic
     int8 with the embedding tables quantized (quantize's defaults); intermediates removed."""
-    from edgeslim.steps import export, optimize, quantize
+    from edgeslim import fusion, onnx_export
+    from edgeslim.steps import quantize
 
     fp32, fused, q = work / "fp32", work / "fused", work / "int8"
     for folder in (fp32, fused, q):
         folder.mkdir(parents=True)
     with contextlib.redirect_stderr(io.StringIO()):  # their notes (parity, SQNR) would drown ours
-        export.run(str(model_dir), export.Config(task=task), fp32)
-        optimize.run(fp32, optimize.Config(), fused)
+        onnx_export.export(str(model_dir), onnx_export.ExportConfig(task=task), fp32)
+        fusion.optimize(fp32, fusion.OptimizeConfig(), fused)
         quantize.run(fused, quantize.Config(mode="dynamic", fidelity_size=8), q)
     shutil.rmtree(fp32)
     shutil.rmtree(fused)
@@ -189,7 +190,7 @@ def plan(cfg: Config, config: dict[str, Any], task: str) -> tuple[list[Shape], l
     valid, skipped = shapes.candidates(grid, base)
     if not cfg.distill_steps:
         return valid, skipped
-    from edgeslim import students
+    from edgeslim.train import students
 
     buildable = []
     for shape in valid:
@@ -218,7 +219,7 @@ def time_candidates(
     """Build and time every valid candidate with the teacher's int8 as reference.
     Returns (teacher row, candidate rows, skipped, the timer's result)."""
     from edgeslim import data
-    from edgeslim.steps.distill import teacher_task
+    from edgeslim.train.distill import teacher_task
 
     config = models.read_config(teacher)
     task, base = teacher_task(config), shapes.of_config(config)
@@ -244,14 +245,13 @@ def time_candidates(
     return reference, rows, skipped, timing
 
 
-def _distill_config(row: shapes.Row, base: Shape, cfg: Config) -> Any:
+def _distill_config(row: shapes.Row, base: Shape, cfg: Config) -> DistillConfig:
     """distill's settings for one kept shape."""
-    from edgeslim.recipe import make_config
-    from edgeslim.steps import distill
+    from edgeslim.config import make_config
 
     hidden, heads, ffn = _widths(Shape(**row["shape"]), base)
     return make_config(
-        distill.Config,
+        DistillConfig,
         where=f"shapes: distilling {row['name']}",
         student_layers=row["shape"]["layers"],
         student_hidden=hidden,
@@ -275,12 +275,12 @@ def distill_kept(teacher: Path, chosen: list[shapes.Row], cfg: Config, out: Path
     """Distill each chosen shape into out/students/NAME (a finished one, from a run killed later,
     is reused), then score its int8 artifact on the dev data; results go into the rows."""
     from edgeslim import evaluation
-    from edgeslim.steps import distill
+    from edgeslim.train import distill
 
     config = models.read_config(teacher)
     task, base = distill.teacher_task(config), shapes.of_config(config)
     settings = [(row, _distill_config(row, base, cfg)) for row in chosen]
-    dev = distill._data(teacher, settings[0][1], task)[1]  # the dev set distill evaluates on
+    dev = distill.load_data(teacher, settings[0][1], task)[1]  # the dev set distill evaluates on
     for index, (row, dcfg) in enumerate(settings):
         student = out / "students" / row["name"]
         if not (student / "edgeslim-train.json").is_file():
@@ -288,7 +288,7 @@ def distill_kept(teacher: Path, chosen: list[shapes.Row], cfg: Config, out: Path
                 f"shapes: [{index + 1}/{len(chosen)}] distilling {row['name']} ({cfg.distill_steps} steps)"
             )
             student.mkdir(parents=True, exist_ok=True)
-            distill.run(str(teacher), dcfg, student)
+            distill.train_student(str(teacher), dcfg, student)
         result = evaluation.evaluate(int8(student, task, work / "distilled" / row["name"]), dev)
         metric, value = next(iter(result["metrics"].items()))
         row.update(metric=metric, accuracy=value["value"], accuracy_ci95=value["ci95"], eval_data=dev.name)
@@ -430,8 +430,8 @@ def command(
 ) -> None:
     """Pick a student shape by measurement: time candidate shapes as int8 here, keep those under a
     latency target, optionally distill them; print the Pareto set."""
-    from edgeslim.pipeline import run_single
-    from edgeslim.recipe import make_config
+    from edgeslim.config import make_config
+    from edgeslim.steps import run_single
 
     cfg = make_config(
         Config,

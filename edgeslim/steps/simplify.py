@@ -10,9 +10,9 @@ import typer
 from pydantic import Field
 
 from edgeslim import models
+from edgeslim.config import StepConfig
 from edgeslim.errors import InputError
 from edgeslim.options import Force, MaxLength, Output, RecoverEval
-from edgeslim.steps import StepConfig
 
 
 class Config(StepConfig):
@@ -48,8 +48,8 @@ def run(src: str, cfg: Config, out: Path) -> dict[str, Any]:
     import torch
 
     from edgeslim import data, pruning, simplify
-    from edgeslim.steps import distill
-    from edgeslim.steps.finetune import fingerprint
+    from edgeslim.train import distill
+    from edgeslim.train.config import fingerprint
 
     if not (cfg.activation or cfg.share_layers or cfg.trim_vocab):
         raise InputError("nothing to simplify: give --activation, --share-layers and/or --trim-vocab")
@@ -119,8 +119,8 @@ def command(
     force: Force = False,
 ) -> None:
     """Simplify activations, share weights across layers, trim the vocabulary."""
-    from edgeslim.pipeline import run_single
-    from edgeslim.recipe import make_config
+    from edgeslim.config import make_config
+    from edgeslim.steps import run_single
 
     cfg = make_config(
         Config,

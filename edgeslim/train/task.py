@@ -1,4 +1,5 @@
-"""Glue between datasets, models and the loop: encoded batches, task losses, dev metrics."""
+"""Glue between datasets, models and the loop: labelled task data, encoded batches, task
+losses, dev metrics."""
 
 from __future__ import annotations
 
@@ -8,7 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from edgeslim import models, train_data, trainer
+from edgeslim import data, models
+from edgeslim.errors import InputError
+from edgeslim.train import loop
+from edgeslim.train.batches import batch_order, collate, encode
+from edgeslim.train.config import TrainConfig
 
 METRIC = {
     "sequence-classification": "accuracy",
@@ -16,7 +21,6 @@ METRIC = {
     "token-classification": "accuracy",
     "feature-extraction": "spearman",  # of pair similarities (embedding distillation)
 }
-LossFn = Callable[[Any, dict[str, Any]], tuple[Any, dict[str, float]]]
 
 
 def label_kind(task: str) -> str:
@@ -29,19 +33,62 @@ def task_loss(model: Any, batch: dict[str, Any]) -> tuple[Any, dict[str, float]]
     return out.loss, {}
 
 
-def token_limit(path: Path, cfg: Any) -> int:
+def _label_order(label: str) -> tuple[bool, int, str]:
+    """Integer labels in numeric order (0, 1, 2, ... 10), then the rest alphabetically."""
+    numeric = label.lstrip("-").isdigit()
+    return (not numeric, int(label) if numeric else 0, label)
+
+
+def load_task_data(cfg: TrainConfig, task: str) -> tuple[data.Examples, data.Examples, list[str]]:
+    """(train examples, dev examples, label names) with labels checked against the task."""
+    columns = (cfg.text_column, cfg.pair_column, cfg.label_column)
+    train, dev, _ = data.train_and_dev(
+        cfg.data, cfg.eval, columns, cfg.data_dir, (cfg.train_size, cfg.eval_size)
+    )
+    if train.labels is None or dev.labels is None:
+        raise InputError("training needs labels: pass --label-column")
+    if task == "regression":
+        data.scores(train), data.scores(dev)  # numeric, finite: InputError naming the row
+        return train, dev, []
+    if task == "token-classification":
+        names = sorted({tag for tags in train.labels for tag in tags.split(" ")})
+        seen = {tag for tags in dev.labels for tag in tags.split(" ")}
+    else:
+        names = sorted(set(train.labels), key=_label_order)
+        seen = set(dev.labels)
+    if len(names) > 1000 or (task == "sequence-classification" and len(names) > len(train) / 2):
+        raise InputError(f"{cfg.data} has {len(names)} distinct labels: is this a {task} dataset?")
+    unknown = seen - set(names)
+    if unknown:
+        raise InputError(
+            f"dev labels {sorted(unknown)[:5]} do not occur in the training data: "
+            f"is {task} the right --task for {cfg.data}?"
+        )
+    return train, dev, names
+
+
+def label_values(examples: data.Examples, task: str, names: list[str]) -> list[Any]:
+    """Labels as training targets: floats (regression), class ids, or per-word id lists."""
+    index = {name: i for i, name in enumerate(names)}
+    labels = examples.labels or []
+    if task == "regression":
+        return [float(x) for x in labels]
+    if task == "token-classification":
+        return [[index[tag] for tag in tags.split(" ")] for tags in labels]
+    return [index[x] for x in labels]
+
+
+def token_limit(path: Path, cfg: TrainConfig) -> int:
     """--max-length, capped by the longest input the model takes."""
     return min(cfg.max_length, models.max_length(path, models.read_config(path)))
 
 
 def batch_maker(
-    path: Path, examples: Any, labels: list[Any] | None, task: str, cfg: Any
+    path: Path, examples: data.Examples, labels: list[Any] | None, task: str, cfg: TrainConfig
 ) -> Callable[[int], list[dict[str, Any]]]:
     """epoch -> that epoch's padded, length-bucketed batches (tokenized once)."""
     pad = models.pad_id(models.read_config(path))
-    encoded = train_data.encode(
-        path, examples, token_limit(path, cfg), labels, words=task == "token-classification"
-    )
+    encoded = encode(path, examples, token_limit(path, cfg), labels, words=task == "token-classification")
     lengths = [len(x) for x in encoded.ids]
     kind = label_kind(task)
     cache: dict[int, list[dict[str, Any]]] = {}
@@ -49,15 +96,15 @@ def batch_maker(
     def batches(epoch: int) -> list[dict[str, Any]]:
         if epoch not in cache:
             cache.clear()
-            order = train_data.batch_order(lengths, cfg.batch_size, cfg.seed, epoch)
-            cache[epoch] = [train_data.collate(encoded, idx, pad, kind) for idx in order]
+            order = batch_order(lengths, cfg.batch_size, cfg.seed, epoch)
+            cache[epoch] = [collate(encoded, idx, pad, kind) for idx in order]
         return cache[epoch]
 
     return batches
 
 
 def dev_metric(
-    path: Path, dev: Any, labels: list[Any], task: str, cfg: Any
+    path: Path, dev: data.Examples, labels: list[Any], task: str, cfg: TrainConfig
 ) -> Callable[[Any], dict[str, float]]:
     """model -> {metric: value} on the dev set (in order, no shuffling)."""
     import torch
@@ -65,11 +112,9 @@ def dev_metric(
     from edgeslim import metrics
 
     pad = models.pad_id(models.read_config(path))
-    encoded = train_data.encode(
-        path, dev, token_limit(path, cfg), labels, words=task == "token-classification"
-    )
+    encoded = encode(path, dev, token_limit(path, cfg), labels, words=task == "token-classification")
     order = [list(range(i, min(i + 64, len(encoded)))) for i in range(0, len(encoded), 64)]
-    batches = [train_data.collate(encoded, idx, pad, label_kind(task)) for idx in order]
+    batches = [collate(encoded, idx, pad, label_kind(task)) for idx in order]
 
     def evaluate(model: Any) -> dict[str, float]:
         preds, gold = [], []
@@ -94,21 +139,21 @@ def dev_metric(
 
 
 def similarity_metric(
-    path: Path, dev: Any, scores: list[float], pooling: str, cfg: Any
+    path: Path, dev: data.Examples, scores: list[float], pooling: str, cfg: TrainConfig
 ) -> Callable[[Any], dict[str, float]]:
     """model -> {"spearman": rho} between the cosine of each pair's pooled embeddings and the
     gold scores (STS-style dev sets)."""
     import torch
 
-    from edgeslim import data, metrics
-    from edgeslim.distillation import pool
+    from edgeslim import metrics
+    from edgeslim.train.losses import pool
 
     pad = models.pad_id(models.read_config(path))
     sides = []
-    for texts in (dev.texts, dev.pairs):
-        encoded = train_data.encode(path, data.Examples(dev.name, texts), token_limit(path, cfg), None)
+    for texts in (dev.texts, dev.pairs or []):
+        encoded = encode(path, data.Examples(dev.name, texts), token_limit(path, cfg), None)
         order = [list(range(i, min(i + 64, len(encoded)))) for i in range(0, len(encoded), 64)]
-        sides.append([train_data.collate(encoded, idx, pad, "class") for idx in order])
+        sides.append([collate(encoded, idx, pad, "class") for idx in order])
 
     def evaluate(model: Any) -> dict[str, float]:
         embedded = []
@@ -126,9 +171,9 @@ def similarity_metric(
     return evaluate
 
 
-def loop_settings(cfg: Any) -> trainer.Settings:
+def loop_settings(cfg: TrainConfig) -> loop.Settings:
     """The loop settings carried by a finetune/distill config (TrainConfig)."""
-    return trainer.Settings(
+    return loop.Settings(
         max_steps=cfg.max_steps,
         epochs=cfg.epochs,
         batch_size=cfg.batch_size,
@@ -145,22 +190,20 @@ def loop_settings(cfg: Any) -> trainer.Settings:
 def fit(
     model: Any,
     path: Path,
-    train: Any,
-    dev: Any,
+    train: data.Examples,
+    dev: data.Examples,
     names: list[str],
-    cfg: Any,
+    cfg: TrainConfig,
     task: str,
-    loss_fn: LossFn,
+    loss_fn: loop.LossFn,
     work: Path,
     fingerprint: str,
 ) -> dict[str, Any]:
     """Train `model` with `loss_fn` on `train`, choosing the best checkpoint on `dev`."""
-    from edgeslim.steps.finetune import label_values
-
     train_labels = label_values(train, task, names)
     dev_labels = label_values(dev, task, names)
     settings = loop_settings(cfg)
-    return trainer.train(
+    return loop.train(
         model,
         loss_fn,
         batch_maker(path, train, train_labels, task, cfg),

@@ -1,14 +1,21 @@
 """Students made from a teacher: some of its layers (DistilBERT/TinyBERT style), and optionally a
-narrower width (hidden size, heads, FFN) initialised from the most important slices of its weights."""
+narrower width (hidden size, heads, FFN) initialised from the most important slices of its
+weights; the layer maps; and Student, the wrapper distillation trains (student + projections)."""
 
 from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Callable
 from dataclasses import astuple, dataclass
+from pathlib import Path
 from typing import Any
 
+import torch
+
+from edgeslim import models
 from edgeslim.errors import InputError
+from edgeslim.train.config import DistillConfig
 
 INIT = ("every-other", "first-k", "last-k")
 
@@ -41,6 +48,12 @@ def layer_map(num_teacher: int, keep: int | None, init: str) -> list[int]:
     return sorted({min(num_teacher - 1, round((i + 1) * step) - 1) for i in range(keep)})
 
 
+def uniform_map(student_layers: int, teacher_layers: int) -> list[int]:
+    """Teacher layer each student layer imitates, spread evenly and ending at the top."""
+    step = teacher_layers / student_layers
+    return [min(teacher_layers - 1, round((i + 1) * step) - 1) for i in range(student_layers)]
+
+
 def _layers(model: Any) -> Any:
     """The ModuleList of transformer blocks for the supported encoders."""
     base = getattr(model, model.base_model_prefix, model)
@@ -56,8 +69,6 @@ def _layers(model: Any) -> Any:
 
 def reduce_layers(teacher: Any, mapping: list[int]) -> Any:
     """A copy of `teacher` keeping the mapped layers (embeddings and heads copied too)."""
-    import torch
-
     student = copy.deepcopy(teacher)
     layers = _layers(student)
     kept = torch.nn.ModuleList([layers[i] for i in mapping])
@@ -177,8 +188,6 @@ def target_width(
 
 def activation_importance(model: Any, batches: list[dict[str, Any]]) -> Importance:
     """Importance of every hidden channel, head and FFN neuron of `model` on `batches` (forward only)."""
-    import torch
-
     blocks, hidden = _layers(model), model.config.hidden_size
     mask: dict[str, Any] = {}
     sums = {
@@ -245,8 +254,6 @@ def _top(score: Any, keep: int) -> Any:
 def width_plan(model: Any, width: Width, importance: Importance, mapping: list[int]) -> dict[str, Any]:
     """What to keep of `model` (already reduced to the mapped layers): hidden channels (Hs,), and per
     layer its kept heads (original ids) with their Q/K and V rows, and its kept FFN neurons."""
-    import torch
-
     hid = _top(importance.hidden(mapping), width.hidden)
     d_t, d_s = model.config.hidden_size // model.config.num_attention_heads, width.hidden // width.heads
     plan: dict[str, Any] = {"hidden": hid, "heads": [], "qk": [], "v": [], "ffn": []}
@@ -312,3 +319,92 @@ def narrow(model: Any, width: Width, plan: dict[str, Any]) -> Any:
         raise InputError(f"cannot narrow {type(model).__name__}: its parameters are not BERT-like")
     student.load_state_dict({n: _slice(n, t, targets[n], plan) for n, t in source.items()})
     return student
+
+
+# ---- the student a distill run starts from -------------------------------------------------
+
+IMPORTANCE_BATCHES = 8  # training batches the teacher reads to rank channels, heads and neurons
+
+
+def build(
+    teacher: Any,
+    teacher_dir: Path,
+    cfg: DistillConfig,
+    task: str,
+    batches: Callable[[int], list[dict[str, Any]]],
+) -> tuple[Any, list[int], Any]:
+    """(student, the teacher layer each student layer imitates, the teacher hidden channels a
+    narrowed student was copied from or None)."""
+    layers = (
+        teacher.config.num_hidden_layers
+        if hasattr(teacher.config, "num_hidden_layers")
+        else (teacher.config.n_layers)
+    )
+    if cfg.student is not None:
+        same_tokenizer(teacher_dir, cfg.student)
+        student = models.load(models.resolve(str(cfg.student)), task)
+        models.tie_shared_(student)
+        s_layers = getattr(student.config, "num_hidden_layers", None) or student.config.n_layers
+        return student, uniform_map(s_layers, layers), None
+    mapping = layer_map(layers, cfg.student_layers, cfg.init)
+    reduced = reduce_layers(teacher, mapping)
+    width = target_width(teacher.config.to_dict(), cfg.student_hidden, cfg.student_heads, cfg.student_ffn)
+    if width is None:
+        return reduced, mapping, None
+    importance = activation_importance(teacher, batches(0)[:IMPORTANCE_BATCHES])
+    plan = width_plan(reduced, width, importance, mapping)
+    return narrow(reduced, width, plan), mapping, plan["hidden"]
+
+
+def same_tokenizer(teacher: Path, student: Path) -> None:
+    """InputError unless a given student shares the teacher's tokenizer files."""
+    for name in ("tokenizer.json", "vocab.txt", "vocab.json"):
+        a, b = teacher / name, student / name
+        if a.exists() or b.exists():
+            if not (a.exists() and b.exists() and a.read_bytes() == b.read_bytes()):
+                raise InputError(
+                    f"teacher and student tokenizers differ ({name}): the student must share the "
+                    "teacher's vocabulary; build it with --student-layers, or trim the vocabulary "
+                    "of both with 'edgeslim simplify --trim-vocab'"
+                )
+            return
+
+
+# ---- the student distillation trains ------------------------------------------------------
+
+
+class Student(torch.nn.Module):
+    """The student plus learned projections to the teacher's width, one Linear(student hidden ->
+    teacher hidden) per mapped layer for the hidden-state loss: trained with the student, kept in
+    checkpoints (resume), never in the saved student (the trainer saves `.student` only).
+
+    `kept` (Hs,): the teacher channels a narrowed student's channels were copied from; the
+    projections then start as that embedding (channel c -> teacher channel kept[c]), so the loss
+    starts from the copied alignment instead of a random map."""
+
+    def __init__(
+        self, student: Any, teacher_hidden: int, mapped: int, kept: torch.Tensor | None = None
+    ) -> None:
+        super().__init__()
+        self.student = student
+        width = student.config.hidden_size if hasattr(student.config, "hidden_size") else student.config.dim
+        self.proj = torch.nn.ModuleList(
+            [
+                torch.nn.Identity() if width == teacher_hidden else _projection(width, teacher_hidden, kept)
+                for _ in range(mapped)
+            ]
+        )
+
+    def forward(self, **batch: Any) -> Any:
+        return self.student(**batch)
+
+
+def _projection(width: int, teacher_hidden: int, kept: torch.Tensor | None) -> torch.nn.Linear:
+    """Linear(width -> teacher_hidden): random, or the embedding of the kept channels."""
+    proj = torch.nn.Linear(width, teacher_hidden)
+    if kept is not None:
+        with torch.no_grad():
+            proj.weight.zero_()
+            proj.weight[kept, torch.arange(width)] = 1.0
+            proj.bias.zero_()
+    return proj

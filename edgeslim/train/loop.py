@@ -1,16 +1,7 @@
 """The training loop shared by finetune and distill, on accelerate (one process, or N under
 `accelerate launch` / `torchrun`: each rank takes every N-th batch, DDP averages gradients).
 
-Resumable: every `save_every` steps the whole state is written to the folder <work>/checkpoint
-(built under a temporary name, then renamed, so a crash mid-write keeps the previous one):
-
-    state.json          format, run fingerprint, loop state, scheduler, Python/NumPy RNG (JSON)
-    model.safetensors   the weights
-    extra.safetensors   torch (and CUDA) RNG states, the hook's tensors (sparsity masks, scores)
-    optimizer.pt        optimizer.state_dict(): tensors, numbers, lists; read with weights_only=True
-
-No pickle of arbitrary objects is read: the fingerprint in state.json is checked before any
-tensor file is opened, and a damaged checkpoint is an InputError naming the folder to delete.
+Resumable: every `save_every` steps the whole state is checkpointed (train/checkpoint.py).
 Rerunning the same command continues from it, and the losses after the checkpoint equal an
 uninterrupted run's.
 """
@@ -23,18 +14,18 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from edgeslim import hardware
-from edgeslim.errors import EdgeslimError, InputError, OutputError
+from edgeslim.errors import EdgeslimError, InputError
 from edgeslim.hardware import Target
+from edgeslim.train.checkpoint import CHECKPOINT, LoopState, resume, save, tidy
 
-CHECKPOINT = "checkpoint"
 LOG = "train_log.jsonl"
-FORMAT = "edgeslim.checkpoint/1"
-STATE, WEIGHTS, EXTRA, OPTIMIZER = "state.json", "model.safetensors", "extra.safetensors", "optimizer.pt"
+# loss_fn(model, batch) -> (loss tensor, {term: value} to log)
+LossFn = Callable[[Any, dict[str, Any]], tuple[Any, dict[str, float]]]
 
 
 class TrainingFailed(EdgeslimError):
@@ -61,17 +52,6 @@ class Settings:
     precision: str = "fp32"
 
 
-@dataclass
-class LoopState:
-    """Where the loop is; saved in every checkpoint."""
-
-    step: int = 0
-    micro: int = 0
-    best: dict[str, float] | None = None
-    bad_evals: int = 0
-    losses: list[float] = field(default_factory=list)
-
-
 def check_precision(precision: str, target: Target | None = None, cuda: bool | None = None) -> None:
     """Refuse bf16 where the CPU has no bf16 instructions (a MiniLM step: 30.9 s vs 1.37 s).
 
@@ -88,183 +68,6 @@ def check_precision(precision: str, target: Target | None = None, cuda: bool | N
             "bf16 was asked for but this CPU has no bf16 instructions (emulated bf16 is "
             "~20x slower here): use --precision fp32"
         )
-
-
-def _rng_state() -> tuple[dict[str, Any], dict[str, Any]]:
-    """(JSON-able Python and NumPy generator states, torch/CUDA generator states as tensors)."""
-    import random
-
-    import numpy as np
-    import torch
-
-    version, keys, gauss = random.getstate()
-    name, words, pos, has_gauss, cached = np.random.get_state(legacy=True)
-    numpy_state = [name, np.asarray(words).tolist(), pos, has_gauss, cached]
-    plain = {"python": [version, list(keys), gauss], "numpy": numpy_state}
-    tensors = {"rng.torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        tensors |= {f"rng.cuda.{i}": t for i, t in enumerate(torch.cuda.get_rng_state_all())}
-    return plain, tensors
-
-
-def _set_rng_state(plain: dict[str, Any], tensors: dict[str, Any]) -> None:
-    import random
-
-    import numpy as np
-    import torch
-
-    version, keys, gauss = plain["python"]
-    random.setstate((int(version), tuple(int(k) for k in keys), gauss))
-    name, words, pos, has_gauss, cached = plain["numpy"]
-    np.random.set_state(
-        (str(name), np.asarray(words, dtype=np.uint32), int(pos), int(has_gauss), float(cached))
-    )
-    torch.set_rng_state(tensors["rng.torch"])
-    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
-    if cuda and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(cuda)
-
-
-def _remove(path: Path) -> None:
-    shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
-
-
-def _write_checkpoint(
-    folder: Path, model: Any, optimizer: Any, plain: dict[str, Any], tensors: dict[str, Any]
-) -> None:
-    """The checkpoint files into `folder`; state.json last (its presence marks a complete write)."""
-    import torch
-    from safetensors.torch import save_file, save_model
-
-    folder.mkdir()
-    save_model(model, str(folder / WEIGHTS))  # shared (tied) tensors stored once
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(folder / EXTRA))
-    torch.save(optimizer.state_dict(), folder / OPTIMIZER)
-    (folder / STATE).write_text(json.dumps(plain))
-    for name in (WEIGHTS, EXTRA, OPTIMIZER, STATE):
-        with (folder / name).open("rb") as handle:
-            os.fsync(handle.fileno())
-
-
-def _save(
-    work: Path, model: Any, optimizer: Any, scheduler: Any, state: LoopState, fingerprint: str, hook: Any
-) -> None:
-    """Write <work>/checkpoint atomically: a failed write (e.g. disk full) keeps the previous one."""
-    import torch
-
-    rng, tensors = _rng_state()
-    hook_state = hook.state_dict() if hook is not None else {}  # flat: tensors and plain values
-    tensors |= {f"hook.{k}": v for k, v in hook_state.items() if isinstance(v, torch.Tensor)}
-    hook_plain = {k: v for k, v in hook_state.items() if not isinstance(v, torch.Tensor)}
-    plain = {
-        "format": FORMAT,
-        "fingerprint": fingerprint,
-        "loop": asdict(state),
-        "scheduler": scheduler.state_dict(),
-        "rng": rng,
-        "hook": hook_plain,
-    }
-    final, tmp, old = work / CHECKPOINT, work / f".{CHECKPOINT}.tmp", work / f".{CHECKPOINT}.old"
-    try:
-        _remove(tmp)
-        _write_checkpoint(tmp, model, optimizer, plain, tensors)
-        if final.exists():
-            _remove(old)
-            os.replace(final, old)
-        os.replace(tmp, final)  # a kill between the two renames leaves .checkpoint.old: see _tidy
-        _remove(old)
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise OutputError(
-            f"cannot write a checkpoint in {work} ({exc.strerror}): free disk space and rerun "
-            "the same command to resume from the last checkpoint"
-        ) from None
-
-
-def _tidy(work: Path) -> None:
-    """Undo what a kill mid-write left: a checkpoint or best model renamed aside is put back
-    (killed between two renames), half-written temporaries are removed."""
-    for name in (CHECKPOINT, "best"):
-        final, old, tmp = work / name, work / f".{name}.old", work / f".{name}.tmp"
-        if not final.exists() and old.is_dir():
-            os.replace(old, final)
-        for leftover in (old, tmp):
-            if leftover.exists() or leftover.is_symlink():
-                _remove(leftover)
-
-
-def _read_state(folder: Path, fingerprint: str) -> dict[str, Any]:
-    """state.json, checked (format, then fingerprint) before any tensor file is opened."""
-    redo = f"delete {folder} to start this run over"
-    if not folder.is_dir():
-        raise InputError(f"{folder} is a checkpoint file of an older edgeslim (a pickle; not read): {redo}")
-    try:
-        plain = json.loads((folder / STATE).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{folder} is damaged ({STATE}: {exc}): {redo}") from None
-    if not isinstance(plain, dict) or plain.get("format") != FORMAT:
-        raise InputError(f"{folder}/{STATE} is not an {FORMAT} checkpoint: {redo}")
-    if plain.get("fingerprint") != fingerprint:
-        raise InputError(
-            f"{folder} belongs to a different run (another model, data or setting): {redo}, "
-            "or write to another output"
-        )
-    return plain
-
-
-def _loop_state(saved: Any) -> LoopState:
-    """LoopState from JSON, with its types checked (a hand-edited file fails here, not mid-run)."""
-    state = LoopState(**saved)
-    ints = (state.step, state.micro, state.bad_evals)
-    if not all(type(v) is int and v >= 0 for v in ints) or not isinstance(state.losses, list):
-        raise ValueError("loop state has wrong types")
-    if state.best is not None and not isinstance(state.best, dict):
-        raise ValueError("loop state has wrong types")
-    return state
-
-
-def _resume(
-    folder: Path, fingerprint: str, model: Any, optimizer: Any, scheduler: Any, hook: Any, rebuild: Any
-) -> tuple[LoopState, Any, Any]:
-    """Load the checkpoint in `folder` into the model, optimizer, scheduler, RNGs and hook; returns
-    (loop state, optimizer, scheduler). The hook comes first: one that reshapes the model (pruning
-    while training) rebuilds the saved shape, then `rebuild(optimizer, scheduler)` makes an
-    optimizer for its parameters, before the weights and optimizer state are loaded."""
-    import pickle
-
-    import torch
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, load_model
-
-    plain = _read_state(folder, fingerprint)
-    try:
-        state = _loop_state(plain["loop"])
-        tensors = load_file(str(folder / EXTRA))
-        if hook is not None:
-            mine = {k.removeprefix("hook."): v for k, v in tensors.items() if k.startswith("hook.")}
-            if hook.load_state_dict({**plain["hook"], **mine}):
-                optimizer, scheduler = rebuild(optimizer, scheduler)
-        load_model(model, str(folder / WEIGHTS), strict=True)
-        optimizer.load_state_dict(torch.load(folder / OPTIMIZER, map_location="cpu", weights_only=True))
-        scheduler.load_state_dict(plain["scheduler"])
-        _set_rng_state(plain["rng"], tensors)
-    except (
-        OSError,
-        EOFError,
-        KeyError,
-        TypeError,
-        ValueError,
-        RuntimeError,
-        pickle.UnpicklingError,
-        SafetensorError,
-    ) as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        if isinstance(exc, pickle.UnpicklingError):  # torch's text suggests weights_only=False: no
-            reason = f"{OPTIMIZER} holds objects other than tensors and numbers; not loaded"
-        raise InputError(
-            f"{folder} is damaged or incomplete ({reason}): delete it to start this run over"
-        ) from None
-    return state, optimizer, scheduler
 
 
 def _optimizer(model: Any, settings: Settings, total: int) -> tuple[Any, Any]:
@@ -284,7 +87,7 @@ def _optimizer(model: Any, settings: Settings, total: int) -> tuple[Any, Any]:
 def _save_model(model: Any, path: Path) -> None:
     """The trained transformers model (a distillation wrapper's student), shared layers untied;
     written beside `path` and renamed, so a kill mid-write keeps the previous best."""
-    from edgeslim.simplify import save_untied
+    from edgeslim.models import save_untied
 
     tmp, old = path.with_name(f".{path.name}.tmp"), path.with_name(f".{path.name}.old")
     for leftover in (tmp, old):
@@ -341,7 +144,7 @@ def _rank_report(
 
 def train(
     model: Any,
-    loss_fn: Callable[[Any, dict[str, Any]], tuple[Any, dict[str, float]]],
+    loss_fn: LossFn,
     batches: Callable[[int], list[dict[str, Any]]],
     evaluate: Callable[[Any], dict[str, float]],
     metric: str,
@@ -382,11 +185,11 @@ def train(
 
     state = LoopState()
     if accel.is_main_process:
-        _tidy(work)
+        tidy(work)
     accel.wait_for_everyone()
     found = work / CHECKPOINT if (work / CHECKPOINT).exists() else None
     if found is not None:
-        state, optimizer, scheduler = _resume(
+        state, optimizer, scheduler = resume(
             found, fingerprint, accel.unwrap_model(model), optimizer, scheduler, hook, rebuild
         )
         ui.note(f"resuming from step {state.step} ({found})")
@@ -450,7 +253,7 @@ def train(
                 ui.note(f"early stop: no {metric} improvement in {settings.patience} evaluations")
                 break
         if state.step % settings.save_every == 0 and accel.is_main_process:
-            _save(work, accel.unwrap_model(model), optimizer, scheduler, state, fingerprint, hook)
+            save(work, accel.unwrap_model(model), optimizer, scheduler, state, fingerprint, hook)
             if os.environ.get("EDGESLIM_FAULT_KILL_AT_STEP") == str(state.step):  # resume tests
                 os.kill(os.getpid(), 9)
     log.close()
