@@ -193,8 +193,13 @@ def versus_model(artifact: Path, versus: str) -> Path:
         verify.require(Path(versus))
         return Path(versus) / artifacts.MODEL
     report = artifact / "report.json"
-    entries = json.loads(report.read_text(encoding="utf-8")).get("artifacts", []) if report.is_file() else []
-    found = [e for e in entries if versus in (e.get("role"), e.get("name"))]
+    entries: list[Any] = []
+    if report.is_file():
+        try:
+            entries = json.loads(report.read_text(encoding="utf-8")).get("artifacts", [])
+        except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+            raise InputError(f"{report} is not a report.json: run the report step again") from None
+    found = [e for e in entries if isinstance(e, dict) and versus in (e.get("role"), e.get("name"))]
     if not found:
         roles = (
             ", ".join(sorted({str(e.get("role")) for e in entries}))
@@ -204,6 +209,8 @@ def versus_model(artifact: Path, versus: str) -> Path:
             f"latency versus '{versus}' is neither an artifact folder nor a role in {report} "
             f"(roles: {roles}): run the report step first, or give an artifact folder"
         )
+    if not isinstance(found[0].get("path"), str):
+        raise InputError(f"{report}: '{versus}' has no path: run the report step again")
     stored = Path(found[0]["path"])  # relative to where the report ran; a recipe's cache lies beside
     for folder in (stored, artifact.parent / stored.parent.name / stored.name):
         if (folder / artifacts.MODEL).is_file():

@@ -4,6 +4,7 @@ its lever only; the paired difference and its interval."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -80,3 +81,79 @@ def test_paired_difference() -> None:
     d = ablate.paired_difference(better, base)
     assert d["points"] == 5.0
     assert 0 < d["ci95"][0] < 5.0 < d["ci95"][1]
+
+
+def _table(tmp_path: Path, name: str, arms: dict[str, Any]) -> None:
+    head = {"schema": ablate.SCHEMA, "model": "t", "steps": 40, "data": "sst2:dev", "n": 4}
+    (tmp_path / f"{name}.json").write_text(json.dumps({**head, "arms": arms}))
+
+
+def test_merge_joins_tables_and_pairs_each_arm_with_base(tmp_path: Path) -> None:
+    base = {"change": "b", "wall_s": 1, "accuracy": 0.5, "ci95": [0, 1], "mb": 1.0, "correct": "0101"}
+    _table(
+        tmp_path,
+        "part1",
+        {
+            "base": {"change": "b", "wall_s": 1, "error": "exit 4"},
+            "longer": {
+                "change": "l",
+                "wall_s": 2,
+                "accuracy": 1.0,
+                "ci95": [1, 1],
+                "mb": 1.0,
+                "correct": "1111",
+            },
+        },
+    )
+    _table(
+        tmp_path,
+        "part2",
+        {
+            "base": base,
+            "static": {
+                "change": "s",
+                "wall_s": 3,
+                "accuracy": 0.5,
+                "ci95": [0, 1],
+                "mb": 2.0,
+                "correct": "0101",
+            },
+        },
+    )
+    merged = ablate.merge(tmp_path)
+    assert list(merged["arms"]) == ["base", "longer", "static"]  # the scored base wins over the failed one
+    assert merged["arms"]["longer"]["vs_base"]["points"] == 50.0
+    assert merged["arms"]["static"]["vs_base"] == {"points": 0.0, "ci95": [0.0, 0.0]}
+    assert "| longer | l | 1.00 | 1.0000 [1.0000, 1.0000] | +50.00" in ablate.table(merged)
+    _table(tmp_path, "other", {"base": {**base, "correct": "1111"}})
+    (tmp_path / "other.json").write_text(
+        (tmp_path / "other.json").read_text().replace('"steps": 40', '"steps": 9')
+    )
+    with pytest.raises(SystemExit, match="differ in model, steps or data"):
+        ablate.merge(tmp_path)
+
+
+def test_main_refuses_bad_arms_and_steps_before_running_anything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def never(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("an arm ran")
+
+    monkeypatch.setattr(ablate.subprocess, "run", never)
+    common = [
+        "--recipe",
+        str(ROOT / "recipes" / "sst2-edge.yaml"),
+        "--model",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    with pytest.raises(SystemExit, match="unknown arm"):
+        ablate.main([*common, "--arms", "base,fastr"])
+    with pytest.raises(SystemExit, match="--steps must be at least 1"):
+        ablate.main([*common, "--steps", "0"])
+    not_recipe = tmp_path / "r.yaml"
+    not_recipe.write_text("- a list\n")
+    with pytest.raises(SystemExit, match="is not a recipe"):
+        ablate.main(["--recipe", str(not_recipe), "--model", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert not (tmp_path / "o").exists()

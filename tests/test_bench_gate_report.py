@@ -124,6 +124,49 @@ def test_gate_latency_ratio_versus_another_model(bert_fp32: Path, bert_fused: Pa
     assert lone.exit_code == 3 and "max_ratio and versus go together" in lone.output
 
 
+def test_gate_latency_ratio_direction_verdict_and_cache_lookup(
+    bert_fp32: Path, bert_fused: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ratio is the artifact's p50 over versus's (not the inverse), passes while the CI's
+    low end is within the limit, and a role's path recorded relative to where a recipe ran is
+    found in the cache beside the artifact."""
+    from edgeslim import gate
+
+    run = tmp_path / "run"
+    shutil.copytree(bert_fused, run / "art")
+    shutil.copytree(bert_fp32, run / ".edgeslim-cache" / "b01-quantize-abc")
+    entry = {
+        "name": "r/finetune:int8",
+        "role": "teacher int8",
+        "path": "out/.edgeslim-cache/b01-quantize-abc",
+    }
+    (run / "art" / "report.json").write_text(json.dumps({"artifacts": [entry]}))
+    seen: list[dict[str, Path]] = []
+
+    def fake_grid(models: dict[str, Path], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        seen.append(models)
+        ours = [8.0, 12.0] * 20  # p50 10 ms, its bootstrap medians anywhere from 8 to 12
+        return {
+            "cells": [{"median_ms": 10.0, "samples_ms": ours}, {"median_ms": 40.0, "samples_ms": [40.0] * 40}]
+        }
+
+    monkeypatch.setattr(bench, "run_grid", fake_grid)
+
+    def verdict(limit: float) -> dict[str, Any]:
+        lat = f"{{threads: 1, batch: 1, seq: 8, runs: 10, max_ratio: {limit}, versus: teacher int8}}"
+        (row,) = gate.check(run / "art", gate.load(_budgets(tmp_path, f"latency:\n  - {lat}\n")))
+        return row
+
+    assert seen == [] and verdict(0.3)["passed"]
+    assert seen[0]["versus"] == run / ".edgeslim-cache" / "b01-quantize-abc" / "model.onnx"
+    assert verdict(0.3)["actual"].startswith("0.250x (95% CI 0.200-0.300")
+    assert verdict(0.22)["passed"]  # p50 ratio 0.25 > 0.22, but the CI reaches down to 0.20
+    assert not verdict(0.19)["passed"]  # the whole CI is above the limit
+    (run / "art" / "report.json").write_text("{not json")
+    with pytest.raises(InputError, match="not a report.json"):
+        verdict(0.3)
+
+
 def test_gate_metric_budgets(balanced_cls: dict[str, Path], tmp_path: Path) -> None:
     """On data labelled with the artifact's own predictions it scores 1.0 and its head-negated
     copy 0.0: the first passes min_metric and max_drop, the second fails both."""

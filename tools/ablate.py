@@ -8,7 +8,8 @@ dev sentences: accuracy with a bootstrap 95% CI, and the paired difference to th
 (the same resampled sentences for both arms) with its own 95% CI, so a lever whose interval
 spans 0 is reported as not shown to help. Writes OUT/NAME.md and OUT/NAME.json (NAME:
 --name, default `arms`); arms can be split between processes that share OUT (each its own
---name; the base arm is reused from the step cache) and joined with --merge.
+--name; start the second once the first has finished its base arm, which it then reuses from
+the step cache) and joined with --merge.
 
     .venv/bin/python tools/ablate.py --recipe recipes/sst2-edge.yaml --model out/train/teacher \\
         --steps 600 --out out/ablation [--arms base,longer,augment,...] [--name part1]
@@ -31,6 +32,7 @@ import numpy as np
 import yaml
 
 from edgeslim import data, evaluation, metrics
+from edgeslim.errors import EdgeslimError
 
 SCHEMA = "edgeslim.ablation/1"
 KEPT = ("distill", "simplify", "export", "optimize", "quantize", "eval")
@@ -129,6 +131,8 @@ def score(artifact: Path, examples: data.Examples) -> np.ndarray:
     """1 where the artifact's int8 model gets the dev sentence right, else 0."""
     batches = evaluation.feeds_for(artifact, examples)
     outs = evaluation.outputs(artifact / "model.onnx", batches)
+    if "logits" not in outs[0]:
+        raise SystemExit(f"error: {artifact} has no logits output: ablate scores classifiers only")
     preds = np.concatenate([o["logits"].argmax(-1) for o in outs])
     return (preds == evaluation.label_ids(examples, artifact)).astype(np.float64)
 
@@ -146,7 +150,11 @@ def merge(out: Path) -> dict[str, Any]:
         if (t["model"], t["steps"], t["data"]) != (result["model"], result["steps"], result["data"]):
             raise SystemExit(f"error: tables in {out} differ in model, steps or data: merge like with like")
         for name, entry in t["arms"].items():
-            if "correct" in entry or "error" in entry:
+            if "correct" in entry:  # a scored arm wins over a failed run of the same arm
+                arms.setdefault(name, entry)
+    for t in tables:
+        for name, entry in t["arms"].items():
+            if "error" in entry:
                 arms.setdefault(name, entry)
     order = ["base", *(a for a in ARMS if a != "base" and a in arms)]
     result["arms"] = {a: arms[a] for a in order if a in arms}
@@ -199,16 +207,28 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.recipe is None or args.model is None:
         raise SystemExit("error: give --recipe and --model (or --merge)")
+    if args.steps < 1:
+        raise SystemExit("error: --steps must be at least 1")
     if not args.recipe.is_file():
         raise SystemExit(f"error: recipe {args.recipe} not found")
     if not Path(args.model).is_dir():
         raise SystemExit(f"error: model {args.model} is not a folder: give the fine-tuned teacher")
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown:  # before any arm runs
+        raise SystemExit(f"error: unknown arm(s) {', '.join(unknown)}: choose from {', '.join(ARMS)}")
     if "base" not in arms:
         arms.insert(0, "base")
     recipe = yaml.safe_load(args.recipe.read_text())
+    if not isinstance(recipe, dict) or not isinstance(recipe.get("steps"), list) or "name" not in recipe:
+        raise SystemExit(f"error: {args.recipe} is not a recipe (a mapping with name and steps)")
+    for arm in arms:  # every arm's recipe is built (and refused) before the first one runs
+        arm_recipe(recipe, arm, args.model, args.steps, args.out)
+    try:
+        examples = data.load(args.data)
+    except EdgeslimError as exc:
+        raise SystemExit(f"error: {exc}") from None
     args.out.mkdir(parents=True, exist_ok=True)
-    examples = data.load(args.data)
     result: dict[str, Any] = {
         "schema": SCHEMA,
         "recipe": str(args.recipe),

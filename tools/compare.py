@@ -620,12 +620,19 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cells", default="b1s128,b1s32,b8s128", help="batch x seq cells, e.g. b1s128,b8s128")
     p.add_argument("--threads", default="1,2", help="thread counts, e.g. 1,2")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs")
-    p.add_argument("--preset", default=None, help="Optimum preset (default: from this CPU's flags)")
+    p.add_argument(
+        "--preset",
+        default=None,
+        choices=["avx2", "avx512", "avx512_vnni", "arm64"],
+        help="Optimum preset (default: from this CPU's flags)",
+    )
     p.add_argument("--no-olive", action="store_true", help="leave Olive out")
     args = p.parse_args(argv)
     args.cells, args.threads = parse_cells(args.cells), parse_threads(args.threads)
     if args.runs < 2 or args.warmup < 0 or (args.eval_size is not None and args.eval_size < 1):
         raise InputError("--runs must be at least 2, --warmup at least 0, --eval-size at least 1")
+    if args.bootstrap < 10:
+        raise InputError("--bootstrap must be at least 10 resamples")
     args.preset = args.preset or optimum_preset(hardware.detect())
     return args
 
