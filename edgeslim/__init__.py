@@ -40,6 +40,7 @@ library     config.py          StepConfig (base of every step Config), make_conf
             environment.py     library versions and CPU facts
             doctor.py          `edgeslim doctor`'s checks
             errors.py          EdgeslimError and its exit codes
+            defaults.py        numbers several modules share: runs, bootstrap, parity tolerances
             options.py         typer option aliases shared by commands
             ui.py              terminal output
 """

@@ -12,7 +12,7 @@ from pydantic import Field
 from edgeslim import artifacts, gate
 from edgeslim.config import StepConfig
 from edgeslim.errors import BudgetNotMet
-from edgeslim.options import ArtifactArg, Json
+from edgeslim.options import ArtifactArg, Json, field_option
 
 
 class Config(StepConfig):
@@ -69,7 +69,7 @@ def run(src: Path, cfg: Config, out: Path) -> dict[str, Any]:
 
 def command(
     artifact: ArtifactArg,
-    budgets: Annotated[Path, typer.Option("--budgets", help="Budgets YAML file.")],
+    budgets_file: Annotated[Path, field_option(Config, "budgets_file", "--budgets")],
     junit: Annotated[
         Path | None, typer.Option("--junit", help="Write JUnit XML here (missing folders are created).")
     ] = None,
@@ -80,8 +80,9 @@ def command(
     import json
 
     from edgeslim import verify
+    from edgeslim.config import make_config
 
-    loaded = gate.load(budgets)
+    loaded = _budgets(make_config(Config, budgets_file=budgets_file))
     if junit:
         verify.writable_file(junit)  # before any work, not after minutes of measuring
     rows = gate.check(artifact, loaded)
