@@ -10,10 +10,12 @@ import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any
 
 import pytest
 import typer
+from conftest import cli
 from pydantic import BaseModel
 from typer.models import OptionInfo
 
@@ -269,3 +271,35 @@ def test_each_option_reaches_its_field(name: str, monkeypatch: pytest.MonkeyPatc
 def test_report_compares_the_paths_after_the_first(monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = _capture(monkeypatch, "report", ["a", "b", "c", "-o", "o"])
     assert cfg.model_dump(mode="json")["compare"] == ["b", "c"]
+
+
+@pytest.mark.parametrize("name", [*BASE, "inspect"])
+def test_dry_run_prints_the_recipe_step_and_writes_nothing(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--dry-run prints the step a recipe would run (read back: the same config) and exits 0
+    without writing (the output, bench's --out, gate's --junit)."""
+    import yaml
+    from pydantic import TypeAdapter
+
+    from edgeslim.recipe import Step
+
+    monkeypatch.chdir(tmp_path)
+    args = [*BASE.get(name, ["a"]), *DRY_EXTRA.get(name, [])]
+    result = cli([name, *args, "--dry-run"])
+    assert result.exit_code == 0, result.output
+    (step,) = TypeAdapter(list[Step]).validate_python(yaml.safe_load(result.output))
+    assert step.type == name and list(tmp_path.iterdir()) == []
+    if name in BASE:
+        assert step == _capture(monkeypatch, name, args)
+
+
+# Non-default settings the printed step must carry, and files the command would write.
+DRY_EXTRA = {
+    "quantize": ["--mode", "static", "--calib-size", "64", "--exclude-op", "Gemm"],
+    "bench": ["--threads", "1,2,4", "--out", "sub/bench.json"],
+    "gate": ["--junit", "sub/junit.xml"],
+    "distill": ["--kl", "0.5", "--augment-copies", "2"],
+    "shapes": ["--speedup", "2", "--hidden-loss", "1"],
+    "report": ["b", "--bench", "bench.json"],
+}

@@ -12,7 +12,7 @@ from edgeslim import artifacts
 from edgeslim.config import StepConfig
 from edgeslim.defaults import BENCH_RUNS, BENCH_WARMUP
 from edgeslim.errors import InputError
-from edgeslim.options import Json, field_option, positive_list
+from edgeslim.options import DryRun, Json, field_option, positive_list
 
 Positive = Annotated[int, Field(gt=0)]
 
@@ -97,15 +97,15 @@ def command(
     allow_fallback: Annotated[bool | None, _option("allow_fallback")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Write the results JSON here.")] = None,
     json_out: Json = False,
+    dry_run: DryRun = False,
 ) -> None:
     """Measure latency, throughput and memory; several artifacts run interleaved, with ratio CIs."""
     import json
 
     from edgeslim import verify
     from edgeslim.config import make_config
+    from edgeslim.steps import as_recipe_step
 
-    if out:
-        verify.writable_file(out)  # before any work, not after minutes of measuring
     if ep_library:
         ep = _plugin(ep_library, ep)
     cfg = make_config(
@@ -119,6 +119,11 @@ def command(
         time_budget_s=time_budget_s,
         allow_fallback=allow_fallback,
     )
+    if dry_run:
+        print(as_recipe_step(cfg), end="")
+        return
+    if out:
+        verify.writable_file(out)  # before any work, not after minutes of measuring
     result = measure(paths, cfg)
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ from edgeslim.options import (
     Cosine,
     Data,
     DataDir,
+    DryRun,
     Epochs,
     Eval,
     EvalEvery,
@@ -127,6 +128,7 @@ def command(
     patience: Patience = None,
     precision: Precision = None,
     force: Force = False,
+    dry_run: DryRun = False,
 ) -> None:
     """Distill a fine-tuned teacher into a smaller student (resumable; best checkpoint kept)."""
     from edgeslim.config import make_config
@@ -190,4 +192,4 @@ def command(
         patience=patience,
         precision=precision,
     )
-    run_single(teacher, cfg, output, force)
+    run_single(teacher, cfg, output, force, dry_run)

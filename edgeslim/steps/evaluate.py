@@ -10,7 +10,7 @@ from pydantic import Field
 from edgeslim import artifacts
 from edgeslim.config import StepConfig
 from edgeslim.defaults import BOOTSTRAP, QUICK_BOOTSTRAP
-from edgeslim.options import ArtifactArg, Json, field_option
+from edgeslim.options import ArtifactArg, DryRun, Json, field_option
 
 
 class Config(StepConfig):
@@ -66,12 +66,14 @@ def command(
     bootstrap: Annotated[int | None, _option("bootstrap")] = None,
     data_dir: Annotated[Path | None, _option("data_dir")] = None,
     json_out: Json = False,
+    dry_run: DryRun = False,
 ) -> None:
     """Evaluate an artifact on real data: task metrics with 95% bootstrap CIs."""
     import json
 
     from edgeslim import ui
     from edgeslim.config import make_config
+    from edgeslim.steps import as_recipe_step
 
     cfg = make_config(
         Config,
@@ -85,6 +87,9 @@ def command(
         bootstrap=bootstrap,
         data_dir=data_dir,
     )
+    if dry_run:
+        print(as_recipe_step(cfg), end="")
+        return
     result = evaluate(artifact, cfg)
     if json_out:
         print(json.dumps(result, indent=2))

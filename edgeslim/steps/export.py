@@ -10,7 +10,7 @@ import typer
 
 from edgeslim import onnx_export
 from edgeslim.onnx_export import ExportConfig
-from edgeslim.options import Force, Output, field_option
+from edgeslim.options import DryRun, Force, Output, field_option
 
 Config = ExportConfig  # defined beside the export it configures
 
@@ -37,6 +37,7 @@ def command(
     rtol: Annotated[float | None, _option("rtol")] = None,
     allow_pickle: Annotated[bool | None, _option("allow_pickle")] = None,
     force: Force = False,
+    dry_run: DryRun = False,
 ) -> None:
     """Export a model to ONNX and prove parity with PyTorch at unseen shapes."""
     from edgeslim.config import make_config
@@ -54,4 +55,4 @@ def command(
         rtol=rtol,
         allow_pickle=allow_pickle,
     )
-    run_single(model, cfg, output, force)
+    run_single(model, cfg, output, force, dry_run)

@@ -13,6 +13,7 @@ from edgeslim.options import (
     BatchSize,
     Data,
     DataDir,
+    DryRun,
     Epochs,
     Eval,
     EvalEvery,
@@ -97,6 +98,7 @@ def command(
     patience: Patience = None,
     precision: Precision = None,
     force: Force = False,
+    dry_run: DryRun = False,
 ) -> None:
     """Fine-tune a model on labelled data (resumable; early stopping; best checkpoint kept)."""
     from edgeslim.config import make_config
@@ -125,4 +127,4 @@ def command(
         patience=patience,
         precision=precision,
     )
-    run_single(model, cfg, output, force)
+    run_single(model, cfg, output, force, dry_run)

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from edgeslim import fusion
 from edgeslim.fusion import OptimizeConfig
-from edgeslim.options import ArtifactArg, Force, Output, field_option
+from edgeslim.options import ArtifactArg, DryRun, Force, Output, field_option
 
 Config = OptimizeConfig  # defined beside the fusion it configures
 
@@ -32,6 +32,7 @@ def command(
     atol: Annotated[float | None, _option("atol")] = None,
     rtol: Annotated[float | None, _option("rtol")] = None,
     force: Force = False,
+    dry_run: DryRun = False,
 ) -> None:
     """Fuse attention, LayerNorm and GELU with onnxruntime; report coverage; re-check parity."""
     from edgeslim.config import make_config
@@ -46,4 +47,4 @@ def command(
         atol=atol,
         rtol=rtol,
     )
-    run_single(artifact, cfg, output, force)
+    run_single(artifact, cfg, output, force, dry_run)

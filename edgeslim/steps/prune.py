@@ -15,7 +15,7 @@ from edgeslim import models
 from edgeslim.config import StepConfig
 from edgeslim.defaults import BENCH_WARMUP, QUICK_RUNS
 from edgeslim.errors import InputError
-from edgeslim.options import Force, Output, field_option
+from edgeslim.options import DryRun, Force, Output, field_option
 
 
 class Config(StepConfig):
@@ -330,6 +330,7 @@ def command(
     latency_seq: Annotated[int | None, _option("latency_seq")] = None,
     latency_threads: Annotated[int | None, _option("latency_threads")] = None,
     force: Force = False,
+    dry_run: DryRun = False,
 ) -> None:
     """Remove heads, FFN neurons and layers (a smaller real model), then optionally recover."""
     from edgeslim.config import make_config
@@ -358,4 +359,4 @@ def command(
         latency_seq=latency_seq,
         latency_threads=latency_threads,
     )
-    run_single(model, cfg, output, force)
+    run_single(model, cfg, output, force, dry_run)

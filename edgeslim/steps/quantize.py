@@ -12,7 +12,7 @@ from pydantic import Field
 from edgeslim import artifacts, models, ui
 from edgeslim.config import StepConfig
 from edgeslim.errors import InputError
-from edgeslim.options import ArtifactArg, Force, Output, field_option
+from edgeslim.options import ArtifactArg, DryRun, Force, Output, field_option
 
 Quantizer = Callable[[list[str], Path], None]  # (nodes to keep fp32, output path)
 GELU_OPS = ("BiasGelu", "Gelu", "FastGelu", "BiasFastGelu", "QuickGelu")
@@ -398,6 +398,7 @@ def command(
     eval_size: Annotated[int | None, _option("eval_size")] = None,
     max_fp32_nodes: Annotated[int | None, _option("max_fp32_nodes")] = None,
     force: Force = False,
+    dry_run: DryRun = False,
 ) -> None:
     """Quantize an artifact (int8 dynamic/static, 2/4/8-bit weight-only, fp16) and report fidelity."""
     from edgeslim.config import make_config
@@ -436,4 +437,4 @@ def command(
         eval_size=eval_size,
         max_fp32_nodes=max_fp32_nodes,
     )
-    run_single(artifact, cfg, output, force)
+    run_single(artifact, cfg, output, force, dry_run)

@@ -13,7 +13,7 @@ from edgeslim import artifacts
 from edgeslim.config import StepConfig
 from edgeslim.defaults import QUICK_BOOTSTRAP, QUICK_RUNS, QUICK_WARMUP
 from edgeslim.errors import InputError
-from edgeslim.options import Force, Output, field_option
+from edgeslim.options import DryRun, Force, Output, field_option
 
 
 class Config(StepConfig):
@@ -195,10 +195,12 @@ def command(
     measure: Annotated[bool | None, _option("measure")] = None,
     runs: Annotated[int | None, _option("runs")] = None,
     force: Force = False,
+    dry_run: DryRun = False,
 ) -> None:
     """Write report.json, report.md and a self-contained report.html with plots."""
     from edgeslim import report, ui
     from edgeslim.config import make_config
+    from edgeslim.steps import as_recipe_step
 
     cfg = make_config(
         Config,
@@ -209,6 +211,9 @@ def command(
         measure=measure,
         runs=runs,
     )
+    if dry_run:
+        print(as_recipe_step(cfg), end="")
+        return
     built = build([paths[0], *cfg.compare], cfg)
     with artifacts.staging(output, force) as tmp:
         report.write(built, tmp)

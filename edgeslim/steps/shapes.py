@@ -26,6 +26,7 @@ from edgeslim.options import (
     Alpha,
     Attention,
     Cosine,
+    DryRun,
     Force,
     Kl,
     MinConfidence,
@@ -470,6 +471,7 @@ def command(
     mse: Mse = None,
     temperature: Temperature = None,
     force: Force = False,
+    dry_run: DryRun = False,
 ) -> None:
     """Pick a student shape by measurement: time candidate shapes as int8 here, keep those under a
     latency target, optionally distill them; print the Pareto set."""
@@ -519,4 +521,4 @@ def command(
             temperature=temperature,
         ),
     )
-    run_single(teacher, cfg, output, force)
+    run_single(teacher, cfg, output, force, dry_run)

@@ -12,7 +12,7 @@ from pydantic import Field
 from edgeslim import models
 from edgeslim.config import StepConfig
 from edgeslim.errors import InputError
-from edgeslim.options import Force, Output, field_option
+from edgeslim.options import DryRun, Force, Output, field_option
 
 
 class Config(StepConfig):
@@ -121,6 +121,7 @@ def command(
     max_length: Annotated[int | None, _option("max_length")] = None,
     seed: Annotated[int | None, _option("seed")] = None,
     force: Force = False,
+    dry_run: DryRun = False,
 ) -> None:
     """Simplify activations, share weights across layers, trim the vocabulary."""
     from edgeslim.config import make_config
@@ -140,4 +141,4 @@ def command(
         max_length=max_length,
         seed=seed,
     )
-    run_single(model, cfg, output, force)
+    run_single(model, cfg, output, force, dry_run)
