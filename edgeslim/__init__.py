@@ -3,9 +3,9 @@
 Where things live. Three layers; a module imports only its own layer and those below
 (tests/test_layers.py checks it, and that there is no import cycle):
 
-runner      cli.py             the typer app (each step's command, run, summary, doctor, verify)
+runner      cli.py             the typer app (each step's command, run, recipe-schema, summary, ...)
             pipeline.py        a recipe's run: plan, cache keys, reuse or run each step, report
-            recipe.py          Recipe: YAML -> validated model; its steps are the step configs
+            recipe.py          Recipe: YAML -> validated model; steps: the step configs tagged by type
 steps       steps/__init__.py  the step registry and run_single (one step into one output)
             steps/NAME.py      one per step type: Config, run(src, cfg, out), command
 library     config.py          StepConfig (base of every step Config), make_config, explain
@@ -40,7 +40,8 @@ library     config.py          StepConfig (base of every step Config), make_conf
             environment.py     library versions and CPU facts
             doctor.py          `edgeslim doctor`'s checks
             errors.py          EdgeslimError and its exit codes
-            options.py         typer option aliases shared by commands
+            defaults.py        numbers several modules share: runs, bootstrap, parity tolerances
+            options.py         typer options made from config fields; aliases commands share
             ui.py              terminal output
 """
 

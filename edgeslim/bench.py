@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from edgeslim import providers
+from edgeslim.defaults import BENCH_WARMUP, RATIO_BOOTSTRAP
 
 SCHEMA = "edgeslim.bench/1"
 Feeds = dict[str, np.ndarray]
@@ -55,7 +56,7 @@ def session(model: Path, threads: int, ep: str = "CPUExecutionProvider", allow_f
 
 
 def interleaved(
-    sessions: dict[str, Any], feeds: Feeds, runs: int, warmup: int = 5, time_budget_s: float = 0.0
+    sessions: dict[str, Any], feeds: Feeds, runs: int, warmup: int = BENCH_WARMUP, time_budget_s: float = 0.0
 ) -> dict[str, np.ndarray]:
     """Per session, latencies in ms, round-robin; stops at `runs` or the time budget (>= 10 runs)."""
     inputs = {name: {i.name: feeds[i.name] for i in s.get_inputs()} for name, s in sessions.items()}
@@ -74,7 +75,9 @@ def interleaved(
     return {name: np.asarray(t) for name, t in times.items()}
 
 
-def ratio_ci(a: np.ndarray, b: np.ndarray, samples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+def ratio_ci(
+    a: np.ndarray, b: np.ndarray, samples: int = RATIO_BOOTSTRAP, seed: int = 0
+) -> tuple[float, float, float]:
     """Median(a) / median(b) with a 95% bootstrap interval."""
     rng = np.random.default_rng(seed)
     ratios = [np.median(rng.choice(a, a.size)) / np.median(rng.choice(b, b.size)) for _ in range(samples)]

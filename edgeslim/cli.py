@@ -87,6 +87,17 @@ def run(
     pipeline.run_recipe(load(recipe), output, force, dry_run)
 
 
+@app.command("recipe-schema")
+@guarded
+def recipe_schema() -> None:
+    """Print the JSON Schema of a recipe file (for an editor's YAML support, or CI)."""
+    import json
+
+    from edgeslim.recipe import schema
+
+    print(json.dumps(schema(), indent=2))
+
+
 @app.command()
 @guarded
 def summary(

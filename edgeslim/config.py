@@ -5,6 +5,7 @@ key (with a "did you mean" from the fields of the model it was written in)."""
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -18,6 +19,7 @@ class StepConfig(BaseModel):
     """Base of every step config: frozen, unknown keys rejected."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    type: str  # the step's name: each step's Config narrows it to Literal["name"] = "name"
     takes_model: ClassVar[bool] = False  # True: the step's input is a model, not an artifact
     produces_model: ClassVar[bool] = False  # True: it writes a HF model directory, not an artifact
     resumable: ClassVar[bool] = False  # True: its partial output survives a crash, to resume
@@ -50,8 +52,15 @@ def _model_at(cls: type[BaseModel], path: tuple[Any, ...]) -> type[BaseModel]:
 def explain(exc: ValidationError, cls: type[BaseModel], where: str = "") -> str:
     """One line per problem, unknown keys with a suggestion from the fields of the model (or
     nested model, e.g. distill's `losses`) they were written in."""
+    prefix = f"{where}: " if where else ""
+    return prefix + "; ".join(describe(exc.errors(), cls))
+
+
+def describe(errors: Iterable[Mapping[str, Any]], cls: type[BaseModel]) -> list[str]:
+    """Each of pydantic's `errors` for data validated into `cls` (locations relative to it)
+    as a sentence; an unknown key with a "did you mean" from the keys it was written among."""
     problems = []
-    for err in exc.errors():
+    for err in errors:
         loc = ".".join(str(p) for p in err["loc"])
         if err["type"] == "extra_forbidden":
             key = str(err["loc"][-1])
@@ -62,8 +71,7 @@ def explain(exc: ValidationError, cls: type[BaseModel], where: str = "") -> str:
             problems.append(str(err["msg"]).removeprefix("Value error, "))
         else:
             problems.append(f"{loc}: {err['msg']}" if loc else str(err["msg"]))
-    prefix = f"{where}: " if where else ""
-    return prefix + "; ".join(problems)
+    return problems
 
 
 def make_config(cls: type[C], where: str = "", **values: Any) -> C:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from edgeslim import data, sessions
+from edgeslim.defaults import BOOTSTRAP
 from edgeslim.errors import InputError
 from edgeslim.metrics import cosine_rows, fidelity
 
@@ -105,7 +106,7 @@ def evaluate(
     artifact: Path,
     examples: data.Examples,
     batch_size: int = 32,
-    bootstrap: int = 1000,
+    bootstrap: int = BOOTSTRAP,
     reference: Path | None = None,
 ) -> dict[str, Any]:
     """Task metrics with 95% bootstrap CIs (and fidelity vs `reference`) for one artifact."""
@@ -176,7 +177,7 @@ def evaluate_data(
     data_dir: Path | None = None,
     limit: int | None = None,
     batch_size: int = 32,
-    bootstrap: int = 1000,
+    bootstrap: int = BOOTSTRAP,
     reference: Path | None = None,
 ) -> dict[str, Any]:
     """Load labelled data `spec` (text, pair and label `columns` of a user file; the first

@@ -11,6 +11,7 @@ from pydantic import Field
 
 from edgeslim import artifacts, models, ui
 from edgeslim.config import StepConfig
+from edgeslim.defaults import PARITY_ATOL, PARITY_RTOL
 from edgeslim.errors import InputError, ValidationFailed
 
 
@@ -31,8 +32,8 @@ class OptimizeConfig(StepConfig):
     fuse_embeddings: bool = Field(
         True, description="Fuse EmbedLayerNormalization (quantize makes it QEmbedLayerNormalization)."
     )
-    atol: float = Field(1e-4, gt=0, description="Parity: absolute tolerance.")
-    rtol: float = Field(1e-3, ge=0, description="Parity: relative tolerance.")
+    atol: float = Field(PARITY_ATOL, gt=0, description="Parity: absolute tolerance.")
+    rtol: float = Field(PARITY_RTOL, ge=0, description="Parity: relative tolerance.")
 
 
 def shape_facts(config: dict[str, Any]) -> tuple[int, int]:

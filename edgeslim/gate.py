@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edgeslim import artifacts
+from edgeslim.defaults import BENCH_RUNS, BENCH_WARMUP, QUICK_BOOTSTRAP
 from edgeslim.errors import InputError
 
 # Budget numbers are strict: `true` is not 1 MB, and "12 MB" or "5ms" is refused naming the key
@@ -35,7 +36,7 @@ class LatencyBudget(_Strict):
         None,
         description="An artifact folder (relative to the budgets file) or a role in the artifact's report",
     )
-    runs: int = Field(50, ge=10, strict=True)
+    runs: int = Field(BENCH_RUNS, ge=10, strict=True)
 
     @model_validator(mode="after")
     def _limits(self) -> LatencyBudget:
@@ -228,7 +229,9 @@ def _metric(artifact: Path, budget: MetricBudget) -> float:
     from edgeslim import evaluation
 
     columns = (budget.text_column, budget.pair_column, budget.label_column)
-    result = evaluation.evaluate_data(artifact, budget.data, columns, limit=budget.limit, bootstrap=100)
+    result = evaluation.evaluate_data(
+        artifact, budget.data, columns, limit=budget.limit, bootstrap=QUICK_BOOTSTRAP
+    )
     metrics = result["metrics"]
     if budget.metric not in metrics:
         raise InputError(
@@ -319,7 +322,9 @@ def _latency_rows(artifact: Path, budgets: Budgets) -> list[dict[str, Any]]:
         models = {artifact.name: artifact / artifacts.MODEL}
         if lat.versus:
             models["versus"] = versus_model(artifact, lat.versus)
-        result = bench.run_grid(models, lat.ep, [lat.threads], [lat.batch], [lat.seq], lat.runs, 5, 0.0)
+        result = bench.run_grid(
+            models, lat.ep, [lat.threads], [lat.batch], [lat.seq], lat.runs, BENCH_WARMUP, 0.0
+        )
         cell = result["cells"][0]
         where = f"{lat.ep} t{lat.threads} b{lat.batch} s{lat.seq}"
         if lat.max_ratio is not None:

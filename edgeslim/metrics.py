@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 
+from edgeslim.defaults import BOOTSTRAP
+
 
 def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
     """Signal-to-quantization-noise ratio in dB (inf when identical)."""
@@ -115,7 +117,7 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def bootstrap_ci(
-    metric: Any, gold: np.ndarray, pred: np.ndarray, samples: int = 1000, seed: int = 0
+    metric: Any, gold: np.ndarray, pred: np.ndarray, samples: int = BOOTSTRAP, seed: int = 0
 ) -> tuple[float, float]:
     """95% percentile bootstrap interval of metric(gold, pred) over resampled examples."""
     rng = np.random.default_rng(seed)

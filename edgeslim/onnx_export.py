@@ -13,6 +13,7 @@ from pydantic import Field
 
 from edgeslim import artifacts, models
 from edgeslim.config import StepConfig
+from edgeslim.defaults import EXTERNAL_DATA_MB, PARITY_ATOL, PARITY_RTOL
 
 
 class ExportConfig(StepConfig):
@@ -30,10 +31,10 @@ class ExportConfig(StepConfig):
     )
     external_data: bool = Field(False, description="Store weights in model.onnx_data.")
     external_data_threshold_mb: float = Field(
-        1800.0, gt=0, description="Switch to external data when the model is larger than this."
+        EXTERNAL_DATA_MB, gt=0, description="Switch to external data when the model is larger than this."
     )
-    atol: float = Field(1e-4, gt=0, description="Parity: absolute tolerance.")
-    rtol: float = Field(1e-3, ge=0, description="Parity: relative tolerance.")
+    atol: float = Field(PARITY_ATOL, gt=0, description="Parity: absolute tolerance.")
+    rtol: float = Field(PARITY_RTOL, ge=0, description="Parity: relative tolerance.")
     allow_pickle: bool = Field(False, description="Allow pickle (.bin) checkpoints.")
 
 

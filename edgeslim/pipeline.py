@@ -46,14 +46,14 @@ def plan(recipe: Recipe, cache: Path) -> list[dict[str, Any]]:
             inputs[f"@{number}"] = rows[number - 1]["key"]
         parts = _parts(step, previous, inputs, environment, host)
         context = None
-        if step.type == "report":  # type: ignore[attr-defined]
+        if step.type == "report":
             context = _report_context(recipe, rows, origin, cache, environment, host)
             parts["context"] = {
                 "name": context["name"],
                 "beside": [[b["name"], b["role"], b["key"]] for b in context["beside"]],
             }
         previous = _key(parts)
-        directory = cache / f"{index + 1:02d}-{step.type}-{previous}"  # type: ignore[attr-defined]
+        directory = cache / f"{index + 1:02d}-{step.type}-{previous}"
         rows.append(
             {
                 "step": step,
@@ -72,7 +72,7 @@ def _parts(
 ) -> dict[str, Any]:
     """What a cache key covers (see plan)."""
     return {
-        "type": step.type,  # type: ignore[attr-defined]
+        "type": step.type,
         "config": step.model_dump(mode="json"),
         "previous": previous,
         "inputs": inputs,
@@ -91,8 +91,8 @@ def label(recipe: Recipe, number: int) -> str:
     the type occurs more than once."""
     if number == 0:
         return "model"
-    kind = str(recipe.steps[number - 1].type)  # type: ignore[attr-defined]
-    repeated = sum(s.type == kind for s in recipe.steps) > 1  # type: ignore[attr-defined]
+    kind = str(recipe.steps[number - 1].type)
+    repeated = sum(s.type == kind for s in recipe.steps) > 1
     return f"{kind}@{number}" if repeated else kind
 
 
@@ -101,7 +101,7 @@ def _sources(recipe: Recipe) -> list[tuple[int, str]]:
     input of the first model step that is not a fine-tune (0: the recipe's model), and every
     model made after it except the last (the recipe's own export of that one is compared)."""
     count = model_steps(recipe)
-    kinds = [s.type for s in recipe.steps[:count]]  # type: ignore[attr-defined]
+    kinds = [s.type for s in recipe.steps[:count]]
     teacher = next((i for i, kind in enumerate(kinds) if kind != "finetune"), count)
     return [(teacher, "teacher"), *((n, "intermediate") for n in range(teacher + 1, count))]
 

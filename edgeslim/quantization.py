@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeslim.defaults import EXTERNAL_DATA_MB
 from edgeslim.metrics import sqnr_db
 
 Feeds = dict[str, np.ndarray]
@@ -260,7 +261,7 @@ def tensor_outputs(
         path = tmp / "probe.onnx"
         # External data only past protobuf's 2 GB limit: onnx's external-data writer resolves
         # paths against the working directory and left stray <uuid>.data files there.
-        large = graph.ByteSize() > 1_800_000_000
+        large = graph.ByteSize() > EXTERNAL_DATA_MB * 1e6
         onnx.save_model(
             graph,
             str(path),

@@ -1,15 +1,49 @@
-"""Recipes: YAML -> validated pydantic models; unknown keys rejected with "did you mean"."""
+"""Recipes: YAML -> validated pydantic models. A recipe's steps are the step configs as a union
+tagged by `type` (so a recipe file has a JSON Schema: `edgeslim recipe-schema`); an unknown
+step type or key is rejected with a "did you mean"."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgeslim import steps
-from edgeslim.config import StepConfig, make_config, suggest
+from edgeslim.config import describe, suggest
 from edgeslim.errors import InputError
+from edgeslim.steps.benchmark import Config as BenchConfig
+from edgeslim.steps.distill import Config as DistillConfig
+from edgeslim.steps.evaluate import Config as EvalConfig
+from edgeslim.steps.export import Config as ExportConfig
+from edgeslim.steps.finetune import Config as FinetuneConfig
+from edgeslim.steps.gate import Config as GateConfig
+from edgeslim.steps.inspect import Config as InspectConfig
+from edgeslim.steps.optimize import Config as OptimizeConfig
+from edgeslim.steps.prune import Config as PruneConfig
+from edgeslim.steps.quantize import Config as QuantizeConfig
+from edgeslim.steps.report import Config as ReportConfig
+from edgeslim.steps.shapes import Config as ShapesConfig
+from edgeslim.steps.simplify import Config as SimplifyConfig
+
+# One recipe step: the Config of the step its `type` names (the registry's steps, in its order;
+# tests/test_recipe.py checks that the two agree).
+Step = Annotated[
+    FinetuneConfig
+    | DistillConfig
+    | ShapesConfig
+    | PruneConfig
+    | SimplifyConfig
+    | ExportConfig
+    | OptimizeConfig
+    | QuantizeConfig
+    | EvalConfig
+    | BenchConfig
+    | GateConfig
+    | ReportConfig
+    | InspectConfig,
+    Field(discriminator="type"),
+]
 
 
 class Recipe(BaseModel):
@@ -20,34 +54,15 @@ class Recipe(BaseModel):
     description: str = Field("", description="What the recipe is for.")
     model: str = Field(description="Packaged model name (minilm) or a local HF directory.")
     output: Path = Field(description="Final artifact directory (relative to the working dir).")
-    steps: list[SerializeAsAny[StepConfig]] = Field(min_length=1)
+    steps: list[Step] = Field(min_length=1, description="The steps, in order: a `type` and its settings.")
 
-    @field_validator("steps", mode="before")
+    @field_validator("steps")
     @classmethod
-    def _typed_steps(cls, value: Any) -> Any:
-        """Turn each `{type: ..., ...}` mapping into that step's Config."""
-        if not isinstance(value, list):
-            return value
-        registry = steps.modules()
-        typed = []
-        for index, item in enumerate(value):
-            if not isinstance(item, dict) or "type" not in item:
-                raise ValueError(f"step {index + 1} needs a 'type' ({', '.join(registry)})")
-            kind = item["type"]
-            if kind not in registry:
-                raise ValueError(
-                    f"step {index + 1}: unknown step type '{kind}'"
-                    f"{suggest(str(kind), list(registry))}; known: {', '.join(registry)}"
-                )
-            typed.append(
-                make_config(
-                    registry[kind].Config,
-                    where=f"step {index + 1} ({kind})",
-                    **{k: v for k, v in item.items() if k != "type"},
-                )
-            )
+    def _chained(cls, value: list[Step]) -> list[Step]:
+        """Each step takes what the one before it makes (a model or an artifact), and an @N
+        reference names an earlier step that makes a model."""
         current = "model"  # what the previous step produced
-        for index, item in enumerate(typed):
+        for index, item in enumerate(value):
             wants = "model" if item.takes_model else "artifact"
             if wants != current:
                 where = "the first step" if index == 0 else f"step {index + 1} ({item.type})"
@@ -60,8 +75,37 @@ class Recipe(BaseModel):
                     )
                 )
             current = "model" if item.produces_model else "artifact"
-            _check_reference(item, index, typed)
-        return typed
+            _check_reference(item, index, value)
+        return value
+
+
+def _problems(exc: ValidationError) -> list[str]:
+    """A recipe's validation errors as sentences: the recipe's own, then one per step with a
+    problem, keys checked against that step's fields (a nested key against its own model's)."""
+    outside: list[Any] = []
+    by_step: dict[int, list[Any]] = {}
+    for err in exc.errors():
+        loc = err["loc"]
+        if len(loc) > 1 and loc[0] == "steps" and isinstance(loc[1], int):
+            by_step.setdefault(loc[1], []).append(err)
+        else:
+            outside.append(err)
+    return describe(outside, Recipe) + [_step_problem(i, errors) for i, errors in sorted(by_step.items())]
+
+
+def _step_problem(index: int, errors: list[Any]) -> str:
+    """One step's errors (pydantic puts the step's `type` after its index in each location)."""
+    registry = steps.modules()
+    first = errors[0]
+    if first["type"] == "union_tag_invalid":
+        kind = str(first["ctx"]["tag"])
+        known = f"{suggest(kind, list(registry))}; known: {', '.join(registry)}"
+        return f"step {index + 1}: unknown step type '{kind}'{known}"
+    if len(first["loc"]) < 3:  # no `type` to read, or not a mapping
+        return f"step {index + 1} needs a 'type' ({', '.join(registry)})"
+    kind = str(first["loc"][2])
+    inside = [{**e, "loc": e["loc"][3:]} for e in errors]
+    return f"step {index + 1} ({kind}): " + "; ".join(describe(inside, registry[kind].Config))
 
 
 def step_reference(value: Any) -> int | None:
@@ -74,14 +118,14 @@ def step_reference(value: Any) -> int | None:
     return int(text[1:])
 
 
-def _check_reference(item: StepConfig, index: int, typed: list[StepConfig]) -> None:
+def _check_reference(item: Step, index: int, typed: list[Step]) -> None:
     """A reference must name an earlier step that produces a model (a teacher)."""
     number = step_reference(getattr(item, "recover_with", None))
     if number is None:
         return
     if not 1 <= number <= index or not typed[number - 1].produces_model:
         raise ValueError(
-            f"step {index + 1} ({getattr(item, 'type', '?')}): recover_with @{number} must name an "
+            f"step {index + 1} ({item.type}): recover_with @{number} must name an "
             "earlier step that makes a model (finetune, distill, prune, simplify)"
         )
 
@@ -102,7 +146,33 @@ def load(path: Path) -> Recipe:
         raise InputError(f"recipe {path} is not valid YAML: {_yaml_problem(exc)}") from None
     if not isinstance(data, dict):
         raise InputError(f"recipe {path} must be a mapping with name, model, output and steps")
-    return make_config(Recipe, where=f"recipe {path}", **data)
+    try:  # an empty key (`description:`) means its default, as for make_config
+        return Recipe.model_validate({k: v for k, v in data.items() if v is not None})
+    except ValidationError as exc:
+        raise InputError(f"recipe {path}: " + "; ".join(_problems(exc))) from None
+
+
+def schema() -> dict[str, Any]:
+    """The JSON Schema of a recipe file (for editors and CI), each step's definition named for
+    its type (ExportStep, ...) and requiring that `type`."""
+    result = Recipe.model_json_schema()
+    names = {}  # pydantic's definition name -> the step's
+    for name, body in result["$defs"].items():
+        kind = body.get("properties", {}).get("type", {}).get("const")
+        if kind is not None:
+            names[name] = f"{kind.capitalize()}Step"
+            body.update(title=f"{kind} step", required=["type", *body.get("required", [])])
+    result["$defs"] = dict(sorted((names.get(name, name), body) for name, body in result["$defs"].items()))
+    return _renamed(result, {f"#/$defs/{old}": f"#/$defs/{new}" for old, new in names.items()})
+
+
+def _renamed(node: Any, refs: dict[str, str]) -> Any:
+    """`node` with every string in `refs` replaced (the references to renamed definitions)."""
+    if isinstance(node, dict):
+        return {key: _renamed(value, refs) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_renamed(value, refs) for value in node]
+    return refs.get(node, node) if isinstance(node, str) else node
 
 
 def _yaml_problem(exc: Exception) -> str:

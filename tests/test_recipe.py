@@ -102,6 +102,49 @@ def test_shipped_recipes_validate() -> None:
         assert [step.type for step in load(path).steps] == written, path.name
 
 
+def test_steps_are_a_union_of_the_registrys_configs() -> None:
+    import typing
+
+    from edgeslim import steps
+    from edgeslim.recipe import Step
+
+    union, tag = typing.get_args(Step)
+    assert list(typing.get_args(union)) == [m.Config for m in steps.modules().values()]
+    assert tag.discriminator == "type"
+
+
+def test_step_problems_are_reported_per_step(tiny_bert: Path, tmp_path: Path) -> None:
+    body = "steps:\n  - type: export\n    opst: 17\n  - export\n  - {opset: 17}\n"
+    body += "  - type: optimize\n    atl: 1\n"
+    result = cli(["run", str(_recipe(tmp_path, tiny_bert, body)), "--dry-run"])
+    assert result.exit_code == 3
+    line = " ".join(result.output.split())
+    assert "step 1 (export): unknown key 'opst' (did you mean 'opset'?)" in line
+    assert "step 2 needs a 'type' (finetune, distill," in line and "step 3 needs a 'type'" in line
+    assert "step 4 (optimize): unknown key 'atl' (did you mean 'atol'?)" in line
+
+
+def test_recipe_schema_describes_every_step_and_the_shipped_recipes() -> None:
+    import yaml
+
+    from edgeslim import steps
+
+    result = cli(["recipe-schema"])
+    assert result.exit_code == 0, result.output
+    schema = json.loads(result.output)
+    items = schema["properties"]["steps"]["items"]
+    mapping = items["discriminator"]["mapping"]
+    assert set(mapping) == set(steps.modules()) and len(items["oneOf"]) == len(mapping)
+    definitions = {kind: schema["$defs"][ref.removeprefix("#/$defs/")] for kind, ref in mapping.items()}
+    assert definitions["quantize"]["properties"]["type"]["const"] == "quantize"
+    for definition in definitions.values():  # a step must say its type; no other keys
+        assert definition["required"][0] == "type" and definition["additionalProperties"] is False
+    assert {"name", "model", "output", "steps"} <= set(schema["required"])
+    for path in (Path(__file__).parents[1] / "recipes").glob("*.yaml"):  # every key a recipe uses
+        for step in yaml.safe_load(path.read_text())["steps"]:
+            assert set(step) <= set(definitions[step["type"]]["properties"]), (path.name, step)
+
+
 def _compare_recipe(tmp_path: Path, model: Path, data: Path, report: str = "    runs: 10\n") -> Path:
     """Two model steps (prune, simplify) then the artifact steps, on a tiny classifier."""
     return _recipe(

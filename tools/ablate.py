@@ -32,6 +32,7 @@ import numpy as np
 import yaml
 
 from edgeslim import data, evaluation, metrics
+from edgeslim.defaults import RATIO_BOOTSTRAP
 from edgeslim.errors import EdgeslimError
 
 SCHEMA = "edgeslim.ablation/1"
@@ -119,7 +120,9 @@ def arm_recipe(recipe: dict[str, Any], arm: str, model: str, steps: int, out: Pa
     }
 
 
-def paired_difference(correct: np.ndarray, base: np.ndarray, samples: int = 2000) -> dict[str, Any]:
+def paired_difference(
+    correct: np.ndarray, base: np.ndarray, samples: int = RATIO_BOOTSTRAP
+) -> dict[str, Any]:
     """Accuracy difference (arm - base) in points with a paired bootstrap 95% CI: both arms are
     scored on the same resampled sentences each time."""
     diff = float(correct.mean() - base.mean()) * 100
@@ -256,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
             entry["error"] = f"exit {rc}, see {args.out / (arm + '.log')}"
         else:
             correct = scored[arm] = score(artifact, examples)
-            low, high = metrics.bootstrap_ci(lambda g, p: float(p.mean()), correct, correct, 2000)
+            low, high = metrics.bootstrap_ci(lambda g, p: float(p.mean()), correct, correct, RATIO_BOOTSTRAP)
             entry.update(
                 accuracy=round(float(correct.mean()), 4),
                 ci95=[round(low, 4), round(high, 4)],

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from edgeslim import artifacts, bench, data, evaluation, hardware, models
+from edgeslim.defaults import BOOTSTRAP
 from edgeslim.errors import EdgeslimError, InputError, OutputError, ValidationFailed
 
 SCHEMA = "edgeslim.compare/1"
@@ -619,7 +620,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=5, help="warm-up runs per model per cell")
     p.add_argument("--cells", default="b1s128,b1s32,b8s128", help="batch x seq cells, e.g. b1s128,b8s128")
     p.add_argument("--threads", default="1,2", help="thread counts, e.g. 1,2")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs")
+    p.add_argument("--bootstrap", type=int, default=BOOTSTRAP, help="bootstrap resamples for the CIs")
     p.add_argument(
         "--preset",
         default=None,

@@ -5,10 +5,13 @@
                 writes the step's artifact into the (staging) directory `out` and returns
                 a summary for the terminal; `src` is the previous artifact directory, or the
                 model name/path for steps whose Config has `takes_model = True`
-    command     the typer command function for the CLI: builds the Config, calls run_single
+    command     the typer command function for the CLI: one option per Config field
+                (options.field_option), builds the Config, calls run_single; --dry-run
+                prints the Config as a recipe step instead
 
-Adding a step = one new file plus one line in STEP_MODULES. Modules import torch,
-transformers and onnxruntime only inside functions, so loading the registry stays cheap.
+Adding a step = one new file, one line in STEP_MODULES and its Config in recipe.Step (the
+tagged union a recipe's steps are; tests/test_recipe.py checks the two agree). Modules import
+torch, transformers and onnxruntime only inside functions, so loading the registry stays cheap.
 """
 
 from __future__ import annotations
@@ -48,9 +51,22 @@ def modules() -> dict[str, ModuleType]:
     return {module.Config.model_fields["type"].default: module for module in loaded}
 
 
-def run_single(src: str | Path, cfg: StepConfig, out: Path, force: bool) -> dict[str, Any]:
-    """Run one step from `src` into `out` (written atomically) and print its summary."""
-    module = modules()[cfg.type]  # type: ignore[attr-defined]
+def as_recipe_step(cfg: StepConfig) -> str:
+    """`cfg` as the recipe step that runs it (YAML, a one-item list to paste under `steps:`)."""
+    import yaml
+
+    return str(yaml.safe_dump([cfg.model_dump(mode="json")], sort_keys=False, default_flow_style=None))
+
+
+def run_single(
+    src: str | Path, cfg: StepConfig, out: Path, force: bool, dry_run: bool = False
+) -> dict[str, Any]:
+    """Run one step from `src` into `out` (written atomically) and print its summary; with
+    `dry_run`, print the recipe step instead and touch nothing."""
+    if dry_run:
+        print(as_recipe_step(cfg), end="")
+        return {}
+    module = modules()[cfg.type]
     if not cfg.takes_model:
         artifacts.read_manifest(Path(src))  # fail early on a non-artifact
     start = time.perf_counter()
@@ -59,7 +75,7 @@ def run_single(src: str | Path, cfg: StepConfig, out: Path, force: bool) -> dict
     result["wall_s"] = round(time.perf_counter() - start, 2)
     if not artifacts.is_main_process():  # a non-zero rank of a distributed run
         return result
-    ui.summary(f"{cfg.type}: wrote {out}", result)  # type: ignore[attr-defined]
+    ui.summary(f"{cfg.type}: wrote {out}", result)
     if result.get("budget_not_met"):  # the artifact is written; the exit code says it failed
         raise BudgetNotMet(f"{result['budget_not_met']} ({out})")
     return result

@@ -10,8 +10,9 @@ from pydantic import Field
 
 from edgeslim import artifacts
 from edgeslim.config import StepConfig
+from edgeslim.defaults import BENCH_RUNS, BENCH_WARMUP
 from edgeslim.errors import InputError
-from edgeslim.options import Json, positive_list
+from edgeslim.options import DryRun, Json, field_option, positive_list
 
 Positive = Annotated[int, Field(gt=0)]
 
@@ -25,8 +26,8 @@ class Config(StepConfig):
     threads: tuple[Positive, ...] = Field((1, 2), min_length=1, description="Intra-op thread counts.")
     batch: tuple[Positive, ...] = Field((1, 8), min_length=1, description="Batch sizes.")
     seq: tuple[Positive, ...] = Field((32, 128), min_length=1, description="Sequence lengths.")
-    runs: int = Field(50, ge=5, description="Timed runs per model and grid cell.")
-    warmup: int = Field(5, ge=0, description="Untimed runs first.")
+    runs: int = Field(BENCH_RUNS, ge=5, description="Timed runs per model and grid cell.")
+    warmup: int = Field(BENCH_WARMUP, ge=0, description="Untimed runs first.")
     time_budget_s: float = Field(
         0.0, ge=0, description="Stop a cell after this many seconds, even before --runs (0: no limit)."
     )
@@ -72,37 +73,39 @@ def run(src: Path, cfg: Config, out: Path) -> dict[str, Any]:
     }
 
 
-def _ints(text: str, option: str) -> tuple[int, ...]:
-    return positive_list(text, option)
+def _ints(text: str | None, option: str) -> tuple[int, ...] | None:
+    return None if text is None else positive_list(text, option)
+
+
+def _option(name: str, *decls: str, help: str | None = None) -> Any:
+    return field_option(Config, name, *decls, help=help)
 
 
 def command(
     paths: Annotated[list[Path], typer.Argument(help="Artifact directories (first = baseline).")],
-    ep: Annotated[str, typer.Option(help="cpu, cuda, tensorrt, openvino, dnnl, ...")] = "cpu",
-    threads: Annotated[str, typer.Option(help="Thread counts, e.g. 1,2.")] = "1,2",
-    batch: Annotated[str, typer.Option(help="Batch sizes, e.g. 1,8.")] = "1,8",
-    seq: Annotated[str, typer.Option(help="Sequence lengths, e.g. 32,128.")] = "32,128",
-    runs: Annotated[int, typer.Option(help="Timed runs per cell and model.")] = 50,
-    warmup: Annotated[int, typer.Option(help="Untimed warmup runs.")] = 5,
-    time_budget: Annotated[
-        float, typer.Option(help="Stop a cell after this many seconds, even before --runs (0: no limit).")
-    ] = 0.0,
+    ep: Annotated[str | None, _option("ep")] = None,
+    threads: Annotated[str | None, _option("threads", help="Intra-op thread counts, e.g. 1,2.")] = None,
+    batch: Annotated[str | None, _option("batch", help="Batch sizes, e.g. 1,8.")] = None,
+    seq: Annotated[str | None, _option("seq", help="Sequence lengths, e.g. 32,128.")] = None,
+    runs: Annotated[int | None, _option("runs")] = None,
+    warmup: Annotated[int | None, _option("warmup")] = None,
+    time_budget_s: Annotated[float | None, _option("time_budget_s", "--time-budget")] = None,
     ep_library: Annotated[
         str | None,
         typer.Option(help="Register a plugin EP and bench on it: NAME=PATH, NAME as for --ep."),
     ] = None,
-    allow_fallback: Annotated[bool, typer.Option(help="Let unsupported nodes run on CPU.")] = False,
+    allow_fallback: Annotated[bool | None, _option("allow_fallback")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Write the results JSON here.")] = None,
     json_out: Json = False,
+    dry_run: DryRun = False,
 ) -> None:
     """Measure latency, throughput and memory; several artifacts run interleaved, with ratio CIs."""
     import json
 
     from edgeslim import verify
     from edgeslim.config import make_config
+    from edgeslim.steps import as_recipe_step
 
-    if out:
-        verify.writable_file(out)  # before any work, not after minutes of measuring
     if ep_library:
         ep = _plugin(ep_library, ep)
     cfg = make_config(
@@ -113,9 +116,14 @@ def command(
         seq=_ints(seq, "--seq"),
         runs=runs,
         warmup=warmup,
-        time_budget_s=time_budget,
+        time_budget_s=time_budget_s,
         allow_fallback=allow_fallback,
     )
+    if dry_run:
+        print(as_recipe_step(cfg), end="")
+        return
+    if out:
+        verify.writable_file(out)  # before any work, not after minutes of measuring
     result = measure(paths, cfg)
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -126,7 +134,7 @@ def command(
     print(table(result))
 
 
-def _plugin(spec: str, ep: str) -> str:
+def _plugin(spec: str, ep: str | None) -> str:
     """Register the plugin EP of `--ep-library NAME=PATH`; the EP short name to bench on."""
     from edgeslim import providers
 
@@ -136,7 +144,7 @@ def _plugin(spec: str, ep: str) -> str:
     key = providers.known(name)
     if key == "cpu":
         raise InputError("--ep-library is for plugin EPs; the CPU provider is built in: drop --ep-library")
-    if ep not in ("cpu", key):
+    if ep not in (None, "cpu", key):  # --ep cpu (the default) gives way to the plugin
         raise InputError(f"--ep {ep} conflicts with --ep-library {name}: drop --ep or make them agree")
     providers.register_plugin(providers.PROVIDERS[key][0], Path(library))
     return key

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import typer
 from pydantic import Field
 
 from edgeslim import artifacts
 from edgeslim.config import StepConfig
-from edgeslim.options import ArtifactArg, Json
+from edgeslim.defaults import BOOTSTRAP, QUICK_BOOTSTRAP
+from edgeslim.options import ArtifactArg, DryRun, Json, field_option
 
 
 class Config(StepConfig):
@@ -23,7 +23,7 @@ class Config(StepConfig):
     label_column: str | None = Field(None, description="Label column of a user file.")
     limit: int | None = Field(None, gt=0, description="Evaluate the first N examples only.")
     batch_size: int = Field(32, gt=0, description="Sentences per batch.")
-    bootstrap: int = Field(1000, ge=100, description="Bootstrap resamples for the 95% CIs.")
+    bootstrap: int = Field(BOOTSTRAP, ge=QUICK_BOOTSTRAP, description="Bootstrap resamples for the 95% CIs.")
     reference: Path | None = Field(None, description="Artifact to measure fidelity against.")
     data_dir: Path | None = Field(None, description="Where built-in datasets live.")
 
@@ -50,23 +50,30 @@ def run(src: Path, cfg: Config, out: Path) -> dict[str, Any]:
     return {k: f"{v['value']} (95% CI {v['ci95'][0]}-{v['ci95'][1]})" for k, v in result["metrics"].items()}
 
 
+def _option(name: str, *decls: str) -> Any:
+    return field_option(Config, name, *decls)
+
+
 def command(
     artifact: ArtifactArg,
-    data: Annotated[str, typer.Option("--data", help="Built-in name (sst2:dev, stsb:dev, ...) or file.")],
-    text_column: Annotated[str | None, typer.Option(help="Text column of a user file.")] = None,
-    pair_column: Annotated[str | None, typer.Option(help="Second-text column.")] = None,
-    label_column: Annotated[str | None, typer.Option(help="Label column.")] = None,
-    reference: Annotated[Path | None, typer.Option(help="Artifact to compare outputs with.")] = None,
-    limit: Annotated[int | None, typer.Option(help="Evaluate the first N examples.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Sentences per batch.")] = 32,
-    data_dir: Annotated[Path | None, typer.Option(help="Built-in datasets directory.")] = None,
+    data: Annotated[str, _option("data", "--data")],
+    text_column: Annotated[str | None, _option("text_column")] = None,
+    pair_column: Annotated[str | None, _option("pair_column")] = None,
+    label_column: Annotated[str | None, _option("label_column")] = None,
+    reference: Annotated[Path | None, _option("reference")] = None,
+    limit: Annotated[int | None, _option("limit")] = None,
+    batch_size: Annotated[int | None, _option("batch_size")] = None,
+    bootstrap: Annotated[int | None, _option("bootstrap")] = None,
+    data_dir: Annotated[Path | None, _option("data_dir")] = None,
     json_out: Json = False,
+    dry_run: DryRun = False,
 ) -> None:
     """Evaluate an artifact on real data: task metrics with 95% bootstrap CIs."""
     import json
 
     from edgeslim import ui
     from edgeslim.config import make_config
+    from edgeslim.steps import as_recipe_step
 
     cfg = make_config(
         Config,
@@ -77,8 +84,12 @@ def command(
         reference=reference,
         limit=limit,
         batch_size=batch_size,
+        bootstrap=bootstrap,
         data_dir=data_dir,
     )
+    if dry_run:
+        print(as_recipe_step(cfg), end="")
+        return
     result = evaluate(artifact, cfg)
     if json_out:
         print(json.dumps(result, indent=2))

@@ -8,9 +8,9 @@ from typing import Annotated, Any
 
 import typer
 
-from edgeslim import models, onnx_export
+from edgeslim import onnx_export
 from edgeslim.onnx_export import ExportConfig
-from edgeslim.options import Force, Output
+from edgeslim.options import DryRun, Force, Output, field_option
 
 Config = ExportConfig  # defined beside the export it configures
 
@@ -20,17 +20,24 @@ def run(src: str, cfg: Config, out: Path) -> dict[str, Any]:
     return onnx_export.export(src, cfg, out)
 
 
+def _option(name: str, *decls: str) -> Any:
+    return field_option(Config, name, *decls)
+
+
 def command(
     model: Annotated[str, typer.Argument(help="Packaged name (minilm) or local HF directory.")],
     output: Output,
-    task: Annotated[str, typer.Option(help="Model head: " + ", ".join(models.TASKS))] = "feature-extraction",
-    pooling: Annotated[str | None, typer.Option(help="Embedding pooling: mean or cls.")] = None,
-    opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
-    exporter: Annotated[str, typer.Option(help="torchscript (fuses fully) or dynamo.")] = "torchscript",
-    external_data: Annotated[bool, typer.Option(help="Weights in model.onnx_data.")] = False,
-    atol: Annotated[float, typer.Option(help="Parity absolute tolerance.")] = 1e-4,
-    allow_pickle: Annotated[bool, typer.Option(help="Allow pickle (.bin) weights.")] = False,
+    task: Annotated[str | None, _option("task")] = None,
+    pooling: Annotated[str | None, _option("pooling")] = None,
+    opset: Annotated[int | None, _option("opset")] = None,
+    exporter: Annotated[str | None, _option("exporter")] = None,
+    external_data: Annotated[bool | None, _option("external_data")] = None,
+    external_data_threshold_mb: Annotated[float | None, _option("external_data_threshold_mb")] = None,
+    atol: Annotated[float | None, _option("atol")] = None,
+    rtol: Annotated[float | None, _option("rtol")] = None,
+    allow_pickle: Annotated[bool | None, _option("allow_pickle")] = None,
     force: Force = False,
+    dry_run: DryRun = False,
 ) -> None:
     """Export a model to ONNX and prove parity with PyTorch at unseen shapes."""
     from edgeslim.config import make_config
@@ -43,7 +50,9 @@ def command(
         opset=opset,
         exporter=exporter,
         external_data=external_data,
+        external_data_threshold_mb=external_data_threshold_mb,
         atol=atol,
+        rtol=rtol,
         allow_pickle=allow_pickle,
     )
-    run_single(model, cfg, output, force)
+    run_single(model, cfg, output, force, dry_run)

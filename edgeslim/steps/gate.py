@@ -12,7 +12,7 @@ from pydantic import Field
 from edgeslim import artifacts, gate
 from edgeslim.config import StepConfig
 from edgeslim.errors import BudgetNotMet
-from edgeslim.options import ArtifactArg, Json
+from edgeslim.options import ArtifactArg, DryRun, Json, field_option
 
 
 class Config(StepConfig):
@@ -69,19 +69,26 @@ def run(src: Path, cfg: Config, out: Path) -> dict[str, Any]:
 
 def command(
     artifact: ArtifactArg,
-    budgets: Annotated[Path, typer.Option("--budgets", help="Budgets YAML file.")],
+    budgets_file: Annotated[Path, field_option(Config, "budgets_file", "--budgets")],
     junit: Annotated[
         Path | None, typer.Option("--junit", help="Write JUnit XML here (missing folders are created).")
     ] = None,
     json_out: Json = False,
+    dry_run: DryRun = False,
 ) -> None:
     """Verify an artifact, then check it against size, latency, accuracy and fusion budgets
     (exit 3 when it fails verification, 6 when a budget fails)."""
     import json
 
     from edgeslim import verify
+    from edgeslim.config import make_config
+    from edgeslim.steps import as_recipe_step
 
-    loaded = gate.load(budgets)
+    cfg = make_config(Config, budgets_file=budgets_file)
+    if dry_run:
+        print(as_recipe_step(cfg), end="")
+        return
+    loaded = _budgets(cfg)
     if junit:
         verify.writable_file(junit)  # before any work, not after minutes of measuring
     rows = gate.check(artifact, loaded)

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from edgeslim import artifacts
 from edgeslim.config import StepConfig
-from edgeslim.options import ArtifactArg, Json
+from edgeslim.options import ArtifactArg, DryRun, Json
 
 
 class Config(StepConfig):
@@ -77,12 +77,16 @@ def run(src: Path, cfg: Config, out: Path) -> dict[str, Any]:
     }
 
 
-def command(artifact: ArtifactArg, json_out: Json = False) -> None:
+def command(artifact: ArtifactArg, json_out: Json = False, dry_run: DryRun = False) -> None:
     """Show what is inside an artifact directory or a .onnx file."""
     import json
 
     from edgeslim import inspection, ui
+    from edgeslim.steps import as_recipe_step
 
+    if dry_run:
+        print(as_recipe_step(Config()), end="")
+        return
     report = inspection.inspect(artifact)
     if json_out:
         print(json.dumps(report, indent=2, default=str))

@@ -6,11 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-import typer
-
 from edgeslim import fusion
 from edgeslim.fusion import OptimizeConfig
-from edgeslim.options import ArtifactArg, Force, Output
+from edgeslim.options import ArtifactArg, DryRun, Force, Output, field_option
 
 Config = OptimizeConfig  # defined beside the fusion it configures
 
@@ -20,15 +18,21 @@ def run(src: Path, cfg: Config, out: Path) -> dict[str, Any]:
     return fusion.optimize(src, cfg, out)
 
 
+def _option(name: str, *decls: str) -> Any:
+    return field_option(Config, name, *decls)
+
+
 def command(
     artifact: ArtifactArg,
     output: Output,
-    require_full_fusion: Annotated[bool, typer.Option(help="Fail when any layer is left unfused.")] = False,
-    opt_level: Annotated[int, typer.Option(help="Extra onnxruntime graph optimizations (0-2).")] = 0,
-    fuse_attention: Annotated[bool, typer.Option(help="Fuse attention.")] = True,
-    fuse_embeddings: Annotated[bool, typer.Option(help="Fuse the embedding LayerNorm.")] = True,
-    atol: Annotated[float, typer.Option(help="Parity absolute tolerance.")] = 1e-4,
+    opt_level: Annotated[int | None, _option("opt_level")] = None,
+    require_full_fusion: Annotated[bool | None, _option("require_full_fusion")] = None,
+    fuse_attention: Annotated[bool | None, _option("fuse_attention")] = None,
+    fuse_embeddings: Annotated[bool | None, _option("fuse_embeddings")] = None,
+    atol: Annotated[float | None, _option("atol")] = None,
+    rtol: Annotated[float | None, _option("rtol")] = None,
     force: Force = False,
+    dry_run: DryRun = False,
 ) -> None:
     """Fuse attention, LayerNorm and GELU with onnxruntime; report coverage; re-check parity."""
     from edgeslim.config import make_config
@@ -36,10 +40,11 @@ def command(
 
     cfg = make_config(
         Config,
-        require_full_fusion=require_full_fusion,
         opt_level=opt_level,
+        require_full_fusion=require_full_fusion,
         fuse_attention=fuse_attention,
         fuse_embeddings=fuse_embeddings,
         atol=atol,
+        rtol=rtol,
     )
-    run_single(artifact, cfg, output, force)
+    run_single(artifact, cfg, output, force, dry_run)

@@ -13,8 +13,9 @@ from pydantic import Field
 
 from edgeslim import models
 from edgeslim.config import StepConfig
+from edgeslim.defaults import BENCH_WARMUP, QUICK_RUNS
 from edgeslim.errors import InputError
-from edgeslim.options import Force, MaxLength, Output, RecoverEval
+from edgeslim.options import DryRun, Force, Output, field_option
 
 
 class Config(StepConfig):
@@ -293,38 +294,43 @@ class _Latency:
             [self.cfg.latency_threads],
             [1],
             [self.cfg.latency_seq],
-            runs=30,
-            warmup=5,
+            runs=QUICK_RUNS,
+            warmup=BENCH_WARMUP,
             time_budget_s=0.0,
         )
         medians = {c["model"]: c["median_ms"] for c in result["cells"]}
         return round(medians["candidate"] / medians["source"], 3)
 
 
+def _option(name: str, *decls: str) -> Any:
+    return field_option(Config, name, *decls)
+
+
 def command(
     model: Annotated[str, typer.Argument(help="Model directory (fine-tuned student or teacher).")],
     output: Output,
-    heads: Annotated[float | None, typer.Option(help="Fraction of heads to remove per layer.")] = None,
-    ffn: Annotated[float | None, typer.Option(help="Fraction of FFN neurons to remove per layer.")] = None,
-    keep_layers: Annotated[str | None, typer.Option(help="Layers to keep, e.g. 0,2,4.")] = None,
-    unstructured: Annotated[float | None, typer.Option(help="Unstructured sparsity per matrix.")] = None,
-    method: Annotated[str, typer.Option(help="Unstructured scores: magnitude or movement.")] = "magnitude",
-    schedule: Annotated[str | None, typer.Option(help="Unstructured: oneshot or cubic (recovery).")] = None,
-    importance: Annotated[str, typer.Option(help="magnitude or taylor.")] = "magnitude",
-    heads_scope: Annotated[str, typer.Option(help="layer or global head ranking.")] = "layer",
-    recover_with: Annotated[Path | None, typer.Option(help="Teacher to distill from afterwards.")] = None,
-    data: Annotated[str, typer.Option(help="Labelled data (Taylor importance, recovery).")] = "sst2:train",
-    recover_steps: Annotated[int, typer.Option(help="Recovery steps.")] = 300,
-    eval_data: RecoverEval = "sst2:dev",
-    max_length: MaxLength = 128,
-    cycles: Annotated[int, typer.Option(help="Prune -> recover cycles.")] = 1,
-    target_params: Annotated[int | None, typer.Option(help="Stop cycles at this many parameters.")] = None,
-    target_latency: Annotated[
-        float | None, typer.Option(help="Stop cycles at this fraction of the source's latency.")
-    ] = None,
-    latency_seq: Annotated[int, typer.Option(help="Sequence length for --target-latency.")] = 128,
-    latency_threads: Annotated[int, typer.Option(help="Threads for --target-latency.")] = 2,
+    heads: Annotated[float | None, _option("heads")] = None,
+    ffn: Annotated[float | None, _option("ffn")] = None,
+    keep_layers: Annotated[str | None, _option("keep_layers")] = None,
+    unstructured: Annotated[float | None, _option("unstructured")] = None,
+    method: Annotated[str | None, _option("method")] = None,
+    schedule: Annotated[str | None, _option("schedule")] = None,
+    importance: Annotated[str | None, _option("importance")] = None,
+    heads_scope: Annotated[str | None, _option("heads_scope")] = None,
+    data: Annotated[str | None, _option("data")] = None,
+    importance_batches: Annotated[int | None, _option("importance_batches")] = None,
+    recover_with: Annotated[Path | None, _option("recover_with")] = None,
+    recover_steps: Annotated[int | None, _option("recover_steps")] = None,
+    eval: Annotated[str | None, _option("eval", "--eval")] = None,
+    max_length: Annotated[int | None, _option("max_length")] = None,
+    seed: Annotated[int | None, _option("seed")] = None,
+    cycles: Annotated[int | None, _option("cycles")] = None,
+    target_params: Annotated[int | None, _option("target_params")] = None,
+    target_latency: Annotated[float | None, _option("target_latency")] = None,
+    latency_seq: Annotated[int | None, _option("latency_seq")] = None,
+    latency_threads: Annotated[int | None, _option("latency_threads")] = None,
     force: Force = False,
+    dry_run: DryRun = False,
 ) -> None:
     """Remove heads, FFN neurons and layers (a smaller real model), then optionally recover."""
     from edgeslim.config import make_config
@@ -340,15 +346,17 @@ def command(
         schedule=schedule,
         importance=importance,
         heads_scope=heads_scope,
-        recover_with=recover_with,
         data=data,
+        importance_batches=importance_batches,
+        recover_with=recover_with,
         recover_steps=recover_steps,
-        eval=eval_data,
+        eval=eval,
         max_length=max_length,
+        seed=seed,
         cycles=cycles,
         target_params=target_params,
         target_latency=target_latency,
         latency_seq=latency_seq,
         latency_threads=latency_threads,
     )
-    run_single(model, cfg, output, force)
+    run_single(model, cfg, output, force, dry_run)

@@ -7,13 +7,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-import typer
 from pydantic import Field
 
 from edgeslim import artifacts, models, ui
 from edgeslim.config import StepConfig
 from edgeslim.errors import InputError
-from edgeslim.options import ArtifactArg, Force, Output
+from edgeslim.options import ArtifactArg, DryRun, Force, Output, field_option
 
 Quantizer = Callable[[list[str], Path], None]  # (nodes to keep fp32, output path)
 GELU_OPS = ("BiasGelu", "Gelu", "FastGelu", "BiasFastGelu", "QuickGelu")
@@ -357,44 +356,49 @@ def run(src: Path, cfg: Config, out: Path) -> dict[str, Any]:
     return summary
 
 
+def _option(name: str, *decls: str) -> Any:
+    return field_option(Config, name, *decls)
+
+
 def command(
     artifact: ArtifactArg,
     output: Output,
-    mode: Annotated[str, typer.Option(help="dynamic, static, weight-only or fp16.")] = "dynamic",
-    per_channel: Annotated[bool | None, typer.Option("--per-channel/--per-tensor")] = None,
-    reduce_range: Annotated[bool | None, typer.Option("--reduce-range/--full-range")] = None,
-    embeddings: Annotated[
-        bool,
-        typer.Option(
-            "--embeddings/--no-embeddings",
-            help="Quantize the embedding tables (fused EmbedLayerNormalization included).",
-        ),
-    ] = True,
-    exclude: Annotated[list[str] | None, typer.Option(help="Node name kept fp32 (repeat).")] = None,
-    exclude_op: Annotated[list[str] | None, typer.Option(help="Op type kept fp32 (repeat).")] = None,
-    calib: Annotated[str, typer.Option(help="Calibration data: built-in name or file.")] = "sst2:train",
-    calib_size: Annotated[int, typer.Option(help="Calibration samples.")] = 256,
-    method: Annotated[str, typer.Option(help="minmax, entropy, percentile, distribution.")] = "minmax",
-    fmt: Annotated[str, typer.Option("--format", help="qdq or qoperator.")] = "qdq",
-    activation_type: Annotated[str | None, typer.Option(help="U8 or S8 activations.")] = None,
-    bits: Annotated[int, typer.Option(help="weight-only bits: 2, 4 or 8.")] = 4,
-    block_size: Annotated[int, typer.Option(help="weight-only block size.")] = 32,
-    algorithm: Annotated[str, typer.Option(help="weight-only: rtn or hqq.")] = "rtn",
-    symmetric: Annotated[
-        bool, typer.Option("--symmetric/--asymmetric", help="weight-only: blocks without/with zero point.")
-    ] = True,
-    keep_io_types: Annotated[
-        bool, typer.Option("--keep-io-types/--fp16-io", help="fp16: keep fp32 inputs and outputs.")
-    ] = True,
-    text_column: Annotated[str | None, typer.Option(help="Text column of data files.")] = None,
-    pair_column: Annotated[str | None, typer.Option(help="Pair column of data files.")] = None,
-    label_column: Annotated[str | None, typer.Option(help="Label column of --eval.")] = None,
-    max_drop: Annotated[float | None, typer.Option(help="Max accuracy drop vs fp32.")] = None,
-    eval_data: Annotated[str | None, typer.Option("--eval", help="Labelled data for --max-drop.")] = None,
-    max_fp32_nodes: Annotated[int | None, typer.Option(help="--max-drop: at most N nodes fp32.")] = None,
-    fidelity_data: Annotated[str, typer.Option(help="Inputs for the fidelity report.")] = "sst2:dev",
-    data_dir: Annotated[Path | None, typer.Option(help="Built-in datasets directory.")] = None,
+    mode: Annotated[str | None, _option("mode")] = None,
+    per_channel: Annotated[bool | None, _option("per_channel", "--per-channel/--per-tensor")] = None,
+    reduce_range: Annotated[bool | None, _option("reduce_range", "--reduce-range/--full-range")] = None,
+    quantize_embeddings: Annotated[
+        bool | None, _option("quantize_embeddings", "--embeddings/--no-embeddings")
+    ] = None,
+    quantize_attention: Annotated[
+        bool | None, _option("quantize_attention", "--attention/--no-attention")
+    ] = None,
+    exclude_nodes: Annotated[list[str] | None, _option("exclude_nodes", "--exclude")] = None,
+    exclude_op_types: Annotated[list[str] | None, _option("exclude_op_types", "--exclude-op")] = None,
+    calib: Annotated[str | None, _option("calib")] = None,
+    calib_size: Annotated[int | None, _option("calib_size")] = None,
+    calib_batch_size: Annotated[int | None, _option("calib_batch_size")] = None,
+    method: Annotated[str | None, _option("method")] = None,
+    format: Annotated[str | None, _option("format")] = None,
+    activation_type: Annotated[str | None, _option("activation_type")] = None,
+    symmetric_activations: Annotated[bool | None, _option("symmetric_activations")] = None,
+    keep_post_gelu_fp32: Annotated[bool | None, _option("keep_post_gelu_fp32")] = None,
+    bits: Annotated[int | None, _option("bits")] = None,
+    block_size: Annotated[int | None, _option("block_size")] = None,
+    symmetric: Annotated[bool | None, _option("symmetric", "--symmetric/--asymmetric")] = None,
+    algorithm: Annotated[str | None, _option("algorithm")] = None,
+    keep_io_types: Annotated[bool | None, _option("keep_io_types", "--keep-io-types/--fp16-io")] = None,
+    text_column: Annotated[str | None, _option("text_column")] = None,
+    pair_column: Annotated[str | None, _option("pair_column")] = None,
+    label_column: Annotated[str | None, _option("label_column")] = None,
+    data_dir: Annotated[Path | None, _option("data_dir")] = None,
+    fidelity_data: Annotated[str | None, _option("fidelity_data")] = None,
+    fidelity_size: Annotated[int | None, _option("fidelity_size")] = None,
+    max_drop: Annotated[float | None, _option("max_drop")] = None,
+    eval: Annotated[str | None, _option("eval", "--eval")] = None,
+    eval_size: Annotated[int | None, _option("eval_size")] = None,
+    max_fp32_nodes: Annotated[int | None, _option("max_fp32_nodes")] = None,
     force: Force = False,
+    dry_run: DryRun = False,
 ) -> None:
     """Quantize an artifact (int8 dynamic/static, 2/4/8-bit weight-only, fp16) and report fidelity."""
     from edgeslim.config import make_config
@@ -405,26 +409,32 @@ def command(
         mode=mode,
         per_channel=per_channel,
         reduce_range=reduce_range,
-        quantize_embeddings=embeddings,
-        exclude_nodes=tuple(exclude or ()),
-        exclude_op_types=tuple(exclude_op or ()),
+        quantize_embeddings=quantize_embeddings,
+        quantize_attention=quantize_attention,
+        exclude_nodes=tuple(exclude_nodes) if exclude_nodes else None,
+        exclude_op_types=tuple(exclude_op_types) if exclude_op_types else None,
         calib=calib,
         calib_size=calib_size,
+        calib_batch_size=calib_batch_size,
         method=method,
-        format=fmt,
+        format=format,
         activation_type=activation_type,
+        symmetric_activations=symmetric_activations,
+        keep_post_gelu_fp32=keep_post_gelu_fp32,
         bits=bits,
         block_size=block_size,
-        algorithm=algorithm,
         symmetric=symmetric,
+        algorithm=algorithm,
         keep_io_types=keep_io_types,
         text_column=text_column,
         pair_column=pair_column,
         label_column=label_column,
-        max_drop=max_drop,
-        eval=eval_data,
-        max_fp32_nodes=max_fp32_nodes,
-        fidelity_data=fidelity_data,
         data_dir=data_dir,
+        fidelity_data=fidelity_data,
+        fidelity_size=fidelity_size,
+        max_drop=max_drop,
+        eval=eval,
+        eval_size=eval_size,
+        max_fp32_nodes=max_fp32_nodes,
     )
-    run_single(artifact, cfg, output, force)
+    run_single(artifact, cfg, output, force, dry_run)

@@ -11,8 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edgeslim import artifacts
 from edgeslim.config import StepConfig
+from edgeslim.defaults import QUICK_BOOTSTRAP, QUICK_RUNS, QUICK_WARMUP
 from edgeslim.errors import InputError
-from edgeslim.options import Force, Output
+from edgeslim.options import DryRun, Force, Output, field_option
 
 
 class Config(StepConfig):
@@ -24,7 +25,7 @@ class Config(StepConfig):
     data: str | None = Field(None, description="Evaluate every artifact on this dataset first.")
     limit: int | None = Field(None, gt=0, description="Evaluate the first N examples only.")
     measure: bool = Field(True, description="Bench (t1 b1 s128) artifacts that have no latency yet.")
-    runs: int = Field(30, ge=10, description="Runs per artifact when measuring.")
+    runs: int = Field(QUICK_RUNS, ge=10, description="Runs per artifact when measuring.")
     baselines: bool = Field(
         True,
         description="In a recipe: measure the result side by side with the teacher's fp32 and plain int8, "
@@ -79,7 +80,7 @@ def build(paths: list[Path], cfg: Config, name: str | None = None, beside: tuple
     if cfg.data:
         from edgeslim.steps.evaluate import Config as EvalConfig
 
-        extra = EvalConfig(data=cfg.data, limit=cfg.limit, bootstrap=100)
+        extra = EvalConfig(data=cfg.data, limit=cfg.limit, bootstrap=QUICK_BOOTSTRAP)
         entries = [_with_metrics(e, [extra]) for e in entries]
     return report.build(entries, snapshot())
 
@@ -97,7 +98,7 @@ def _cells(models: dict[str, Path], cfg: Config) -> dict[str, list[dict[str, Any
     missing = {n: p / artifacts.MODEL for n, p in models.items() if n not in cells}
     if cfg.measure and missing:
         seq = min(128, bench.max_length(missing) or 128)
-        measured = bench.run_grid(missing, "cpu", [1], [1], [seq], cfg.runs, 3, 0.0)
+        measured = bench.run_grid(missing, "cpu", [1], [1], [seq], cfg.runs, QUICK_WARMUP, 0.0)
         for cell in measured["cells"]:
             cells.setdefault(cell["model"], []).append(cell)
     return cells
@@ -122,7 +123,7 @@ def _side_by_side(models: dict[str, Path], subject: Path, cfg: Config) -> dict[s
         list(grid["batch"]),
         list(grid["seq"]),
         cfg.runs,
-        int(grid.get("warmup", 3)),
+        int(grid.get("warmup", QUICK_WARMUP)),
         0.0,
         bool(grid.get("allow_fallback", False)),
     )
@@ -179,21 +180,41 @@ def run(
     }
 
 
+def _option(name: str, *decls: str) -> Any:
+    return field_option(Config, name, *decls)
+
+
 def command(
-    paths: Annotated[list[Path], typer.Argument(help="Artifact directories.")],
+    paths: Annotated[
+        list[Path], typer.Argument(help="Artifact directories: the subject, then those to compare with it.")
+    ],
     output: Output,
-    bench: Annotated[list[Path] | None, typer.Option("--bench", help="'bench --out' JSON to merge.")] = None,
-    data: Annotated[str | None, typer.Option(help="Evaluate every artifact on this dataset.")] = None,
-    limit: Annotated[int | None, typer.Option(help="Evaluate the first N examples.")] = None,
-    measure: Annotated[bool, typer.Option(help="Bench artifacts without latency.")] = True,
+    bench_files: Annotated[list[Path] | None, _option("bench_files", "--bench")] = None,
+    data: Annotated[str | None, _option("data")] = None,
+    limit: Annotated[int | None, _option("limit")] = None,
+    measure: Annotated[bool | None, _option("measure")] = None,
+    runs: Annotated[int | None, _option("runs")] = None,
     force: Force = False,
+    dry_run: DryRun = False,
 ) -> None:
     """Write report.json, report.md and a self-contained report.html with plots."""
     from edgeslim import report, ui
     from edgeslim.config import make_config
+    from edgeslim.steps import as_recipe_step
 
-    cfg = make_config(Config, bench_files=tuple(bench or ()), data=data, limit=limit, measure=measure)
-    built = build(paths, cfg)
+    cfg = make_config(
+        Config,
+        compare=tuple(paths[1:]) or None,
+        bench_files=tuple(bench_files) if bench_files else None,
+        data=data,
+        limit=limit,
+        measure=measure,
+        runs=runs,
+    )
+    if dry_run:
+        print(as_recipe_step(cfg), end="")
+        return
+    built = build([paths[0], *cfg.compare], cfg)
     with artifacts.staging(output, force) as tmp:
         report.write(built, tmp)
     ui.summary(

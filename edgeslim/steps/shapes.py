@@ -20,8 +20,25 @@ from pydantic import Field, model_validator
 
 from edgeslim import artifacts, models, shapes, ui
 from edgeslim.config import StepConfig
+from edgeslim.defaults import QUICK_RUNS, QUICK_WARMUP
 from edgeslim.errors import BudgetNotMet, InputError
-from edgeslim.options import Force, Output, positive_list
+from edgeslim.options import (
+    Alpha,
+    Attention,
+    Cosine,
+    DryRun,
+    Force,
+    Kl,
+    MinConfidence,
+    Mse,
+    Nll,
+    Output,
+    SoftCe,
+    Temperature,
+    field_option,
+    losses,
+    positive_list,
+)
 from edgeslim.shapes import Shape
 from edgeslim.train.config import DistillConfig, Weights
 
@@ -39,13 +56,21 @@ class Config(StepConfig):
     type: Literal["shapes"] = "shapes"
     takes_model: ClassVar[bool] = True
     host_dependent: ClassVar[bool] = True  # it times models on this CPU
-    layers: tuple[Positive, ...] | None = Field(None, min_length=1, description="Layer counts.")
-    hidden: tuple[Positive, ...] | None = Field(None, min_length=1, description="Hidden widths.")
-    heads: tuple[Positive, ...] | None = Field(None, min_length=1, description="Attention head counts.")
+    layers: tuple[Positive, ...] | None = Field(
+        None, min_length=1, description="Layer counts (default: the teacher's)."
+    )
+    hidden: tuple[Positive, ...] | None = Field(
+        None, min_length=1, description="Hidden widths (default: the teacher's)."
+    )
+    heads: tuple[Positive, ...] | None = Field(
+        None, min_length=1, description="Attention head counts (default: the teacher's)."
+    )
     head_dim: tuple[Positive, ...] | None = Field(
         None, min_length=1, description="Or head widths: heads = hidden / head_dim (default: the teacher's)."
     )
-    ffn: tuple[Positive, ...] | None = Field(None, min_length=1, description="FFN (intermediate) widths.")
+    ffn: tuple[Positive, ...] | None = Field(
+        None, min_length=1, description="FFN (intermediate) widths (default: the teacher's)."
+    )
     ffn_ratio: tuple[Ratio, ...] | None = Field(
         None, min_length=1, description="Or FFN width / hidden width (default: the teacher's ratio)."
     )
@@ -58,8 +83,8 @@ class Config(StepConfig):
     speedup: float | None = Field(
         None, gt=0, description="Keep shapes at least this much faster than the teacher's int8."
     )
-    runs: int = Field(30, ge=3, description="Timed runs per model (interleaved).")
-    warmup: int = Field(3, ge=0, description="Untimed runs per model first.")
+    runs: int = Field(QUICK_RUNS, ge=3, description="Timed runs per model (interleaved).")
+    warmup: int = Field(QUICK_WARMUP, ge=0, description="Untimed runs per model first.")
     keep: Positive = Field(3, description="How many kept shapes to distill.")
     order: Literal["pareto", "fastest"] = Field(
         "pareto",
@@ -395,38 +420,58 @@ def _ints(text: str | None, option: str) -> tuple[int, ...] | None:
     return None if text is None else positive_list(text, option)
 
 
-Grid = Annotated[str | None, typer.Option(help="Comma-separated values (default: the teacher's).")]
+def _option(name: str, *decls: str) -> Any:
+    return field_option(Config, name, *decls)
+
+
+def _grid(name: str) -> Any:
+    """A grid axis: comma-separated values."""
+    return field_option(Config, name, help=f"{Config.model_fields[name].description} Comma-separated.")
 
 
 def command(
     teacher: Annotated[str, typer.Argument(help="Teacher: packaged name (minilm) or HF directory.")],
     output: Output,
-    layers: Grid = None,
-    hidden: Grid = None,
-    heads: Grid = None,
-    head_dim: Annotated[str | None, typer.Option(help="Or head widths: heads = hidden / head_dim.")] = None,
-    ffn: Grid = None,
-    ffn_ratio: Annotated[str | None, typer.Option(help="Or FFN width as a multiple of hidden.")] = None,
-    threads: Annotated[int, typer.Option(help="Target intra-op threads.")] = 1,
-    seq: Annotated[int, typer.Option(help="Target sequence length.")] = 128,
-    batch: Annotated[int, typer.Option(help="Target batch size.")] = 1,
-    latency_ms: Annotated[float | None, typer.Option(help="Keep shapes with median <= this (ms).")] = None,
-    speedup: Annotated[
-        float | None, typer.Option(help="Keep shapes >= this much faster than the teacher int8.")
-    ] = None,
-    runs: Annotated[int, typer.Option(help="Timed runs per model.")] = 30,
-    keep: Annotated[int, typer.Option(help="How many kept shapes to distill.")] = 3,
-    order: Annotated[str, typer.Option(help="Distill first: pareto or fastest.")] = "pareto",
-    distill_steps: Annotated[
-        int, typer.Option(help="Distillation steps per kept shape (0: timing only).")
-    ] = 0,
-    trim_vocab: Annotated[
-        str | None, typer.Option(help="Time with the vocabulary trimmed to this corpus.")
-    ] = None,
-    data: Annotated[str, typer.Option(help="distill: training data.")] = "sst2:train",
-    eval_data: Annotated[str | None, typer.Option("--eval", help="distill/scoring: dev data.")] = None,
-    unlabeled: Annotated[str | None, typer.Option(help="distill: unlabeled text.")] = None,
+    layers: Annotated[str | None, _grid("layers")] = None,
+    hidden: Annotated[str | None, _grid("hidden")] = None,
+    heads: Annotated[str | None, _grid("heads")] = None,
+    head_dim: Annotated[str | None, _grid("head_dim")] = None,
+    ffn: Annotated[str | None, _grid("ffn")] = None,
+    ffn_ratio: Annotated[str | None, _grid("ffn_ratio")] = None,
+    threads: Annotated[int | None, _option("threads")] = None,
+    seq: Annotated[int | None, _option("seq")] = None,
+    batch: Annotated[int | None, _option("batch")] = None,
+    latency_ms: Annotated[float | None, _option("latency_ms")] = None,
+    speedup: Annotated[float | None, _option("speedup")] = None,
+    runs: Annotated[int | None, _option("runs")] = None,
+    warmup: Annotated[int | None, _option("warmup")] = None,
+    keep: Annotated[int | None, _option("keep")] = None,
+    order: Annotated[str | None, _option("order")] = None,
+    distill_steps: Annotated[int | None, _option("distill_steps")] = None,
+    trim_vocab: Annotated[str | None, _option("trim_vocab")] = None,
+    seed: Annotated[int | None, _option("seed")] = None,
+    data: Annotated[str | None, _option("data")] = None,
+    eval: Annotated[str | None, _option("eval", "--eval")] = None,
+    unlabeled: Annotated[str | None, _option("unlabeled")] = None,
+    unlabeled_size: Annotated[int | None, _option("unlabeled_size")] = None,
+    train_size: Annotated[int | None, _option("train_size")] = None,
+    eval_size: Annotated[int | None, _option("eval_size")] = None,
+    batch_size: Annotated[int | None, _option("batch_size")] = None,
+    lr: Annotated[float | None, _option("lr")] = None,
+    max_length: Annotated[int | None, _option("max_length")] = None,
+    data_dir: Annotated[Path | None, _option("data_dir")] = None,
+    kl: Kl = None,
+    soft_ce: SoftCe = None,
+    nll: Nll = None,
+    min_confidence: MinConfidence = None,
+    alpha: Alpha = None,
+    hidden_loss: Annotated[float | None, field_option(Weights, "hidden", "--hidden-loss")] = None,
+    attention: Attention = None,
+    cosine: Cosine = None,
+    mse: Mse = None,
+    temperature: Temperature = None,
     force: Force = False,
+    dry_run: DryRun = False,
 ) -> None:
     """Pick a student shape by measurement: time candidate shapes as int8 here, keep those under a
     latency target, optionally distill them; print the Pareto set."""
@@ -447,12 +492,33 @@ def command(
         latency_ms=latency_ms,
         speedup=speedup,
         runs=runs,
+        warmup=warmup,
         keep=keep,
         order=order,
         distill_steps=distill_steps,
         trim_vocab=trim_vocab,
+        seed=seed,
         data=data,
-        eval=eval_data,
+        eval=eval,
         unlabeled=unlabeled,
+        unlabeled_size=unlabeled_size,
+        train_size=train_size,
+        eval_size=eval_size,
+        batch_size=batch_size,
+        lr=lr,
+        max_length=max_length,
+        data_dir=data_dir,
+        losses=losses(
+            kl=kl,
+            soft_ce=soft_ce,
+            nll=nll,
+            min_confidence=min_confidence,
+            alpha=alpha,
+            hidden=hidden_loss,
+            attention=attention,
+            cosine=cosine,
+            mse=mse,
+            temperature=temperature,
+        ),
     )
-    run_single(teacher, cfg, output, force)
+    run_single(teacher, cfg, output, force, dry_run)

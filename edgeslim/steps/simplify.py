@@ -12,7 +12,7 @@ from pydantic import Field
 from edgeslim import models
 from edgeslim.config import StepConfig
 from edgeslim.errors import InputError
-from edgeslim.options import Force, MaxLength, Output, RecoverEval
+from edgeslim.options import DryRun, Force, Output, field_option
 
 
 class Config(StepConfig):
@@ -102,21 +102,26 @@ def run(src: str, cfg: Config, out: Path) -> dict[str, Any]:
     }
 
 
+def _option(name: str, *decls: str) -> Any:
+    return field_option(Config, name, *decls)
+
+
 def command(
     model: Annotated[str, typer.Argument(help="Model directory.")],
     output: Output,
-    activation: Annotated[str | None, typer.Option(help="relu, gelu_new (tanh) or gelu.")] = None,
-    share_layers: Annotated[int | None, typer.Option(help="Groups of K layers share weights.")] = None,
-    trim_vocab: Annotated[str | None, typer.Option(help="Corpus whose tokens are kept.")] = None,
-    trim_keep_chars: Annotated[
-        str, typer.Option(help="Also keep single-character pieces: ascii, all or none.")
-    ] = "ascii",
-    recover_with: Annotated[Path | None, typer.Option(help="Teacher to distill from afterwards.")] = None,
-    recover_steps: Annotated[int, typer.Option(help="Recovery steps.")] = 300,
-    data: Annotated[str, typer.Option(help="Labelled data for recovery.")] = "sst2:train",
-    eval_data: RecoverEval = "sst2:dev",
-    max_length: MaxLength = 128,
+    activation: Annotated[str | None, _option("activation")] = None,
+    share_layers: Annotated[int | None, _option("share_layers")] = None,
+    trim_vocab: Annotated[str | None, _option("trim_vocab")] = None,
+    trim_vocab_size: Annotated[int | None, _option("trim_vocab_size")] = None,
+    trim_keep_chars: Annotated[str | None, _option("trim_keep_chars")] = None,
+    recover_with: Annotated[Path | None, _option("recover_with")] = None,
+    recover_steps: Annotated[int | None, _option("recover_steps")] = None,
+    data: Annotated[str | None, _option("data")] = None,
+    eval: Annotated[str | None, _option("eval", "--eval")] = None,
+    max_length: Annotated[int | None, _option("max_length")] = None,
+    seed: Annotated[int | None, _option("seed")] = None,
     force: Force = False,
+    dry_run: DryRun = False,
 ) -> None:
     """Simplify activations, share weights across layers, trim the vocabulary."""
     from edgeslim.config import make_config
@@ -127,11 +132,13 @@ def command(
         activation=activation,
         share_layers=share_layers,
         trim_vocab=trim_vocab,
+        trim_vocab_size=trim_vocab_size,
         trim_keep_chars=trim_keep_chars,
         recover_with=recover_with,
         recover_steps=recover_steps,
         data=data,
-        eval=eval_data,
+        eval=eval,
         max_length=max_length,
+        seed=seed,
     )
-    run_single(model, cfg, output, force)
+    run_single(model, cfg, output, force, dry_run)

@@ -241,6 +241,15 @@ def pseudo_label_stats(
     }
 
 
+# Recovery (prune, simplify): a short distillation from the unchanged teacher, KL on the logits
+# plus hidden states, at a higher rate than a full run's, checkpointed about RECOVERY_SAVES times
+# (at most every RECOVERY_SAVE_EVERY steps).
+RECOVERY_LR = 1e-4
+RECOVERY_LOSSES = Weights(kl=1.0, hidden=1.0)
+RECOVERY_SAVES = 4
+RECOVERY_SAVE_EVERY = 100
+
+
 class Recovery(Protocol):
     """The recovery settings of prune's and simplify's configs."""
 
@@ -298,11 +307,11 @@ def _recovery_config(student: Path, cfg: Recovery) -> DistillConfig:
         eval=cfg.eval,
         max_steps=cfg.recover_steps,
         eval_every=cfg.recover_steps,
-        save_every=max(1, min(100, cfg.recover_steps // 4)),
+        save_every=max(1, min(RECOVERY_SAVE_EVERY, cfg.recover_steps // RECOVERY_SAVES)),
         max_length=cfg.max_length,
         seed=cfg.seed,
-        lr=1e-4,
-        losses=Weights(kl=1.0, hidden=1.0),
+        lr=RECOVERY_LR,
+        losses=RECOVERY_LOSSES,
     )
 
 
