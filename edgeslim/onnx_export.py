@@ -144,9 +144,7 @@ def export(src: str, cfg: ExportConfig, out: Path) -> dict[str, Any]:
     export_s = time.perf_counter() - start
 
     max_len = models.max_length(path, config)
-    cases = parity.make_inputs(
-        inputs, int(config["vocab_size"]), int(config.get("pad_token_id") or 0), max_len
-    )
+    cases = parity.make_inputs(inputs, int(config["vocab_size"]), models.pad_id(config), max_len)
     with torch.no_grad():
         golden = []
         for feeds in cases:

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from edgeslim import models
 from edgeslim.errors import InputError
 
 ACTIVATIONS = ("relu", "gelu_new", "gelu")  # gelu_new: the tanh approximation
@@ -108,9 +109,8 @@ def trim_vocabulary_(
     (out / "vocab.txt").write_text("\n".join(by_id[old] for old in keep) + "\n")
     embeddings = model.get_input_embeddings()
     index = torch.tensor(keep)
-    new = torch.nn.Embedding(
-        len(keep), embeddings.weight.shape[1], padding_idx=new_id.get(model.config.pad_token_id or 0)
-    )
+    pad = new_id.get(models.pad_id(model.config.to_dict()))
+    new = torch.nn.Embedding(len(keep), embeddings.weight.shape[1], padding_idx=pad)
     with torch.no_grad():
         new.weight.copy_(embeddings.weight[index])
     model.set_input_embeddings(new)
