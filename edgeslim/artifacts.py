@@ -87,6 +87,11 @@ def read_manifest(directory: Path) -> dict[str, Any]:
     return manifest
 
 
+def max_length(manifest: dict[str, Any], default: int = 512) -> int:
+    """The longest input the artifact was exported for, as its manifest records (else `default`)."""
+    return int(manifest.get("max_length") or default)
+
+
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically (temporary name, then rename)."""
     tmp = path.with_name(f".{path.name}.tmp")

@@ -121,15 +121,12 @@ def _vocab_size(model: Path) -> int:
 
 def max_length(models: dict[str, Path]) -> int | None:
     """The smallest max_length recorded in the models' manifests (None when none records one)."""
+    from edgeslim import artifacts
     from edgeslim.models import read_json
 
-    limits = []
-    for path in models.values():
-        manifest = path.parent / "edgeslim.json"
-        if manifest.exists():
-            limits.append(int(read_json(manifest).get("max_length") or 0) or None)
-    known = [x for x in limits if x]
-    return min(known) if known else None
+    manifests = [p.parent / artifacts.MANIFEST for p in models.values()]
+    known = [artifacts.max_length(read_json(m), 0) for m in manifests if m.exists()]
+    return min(filter(None, known), default=None)
 
 
 def run_grid(

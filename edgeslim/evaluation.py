@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +17,10 @@ Feeds = dict[str, np.ndarray]
 
 def feeds_for(artifact: Path, examples: data.Examples, batch_size: int = 32) -> list[Feeds]:
     """Tokenized, padded batches for `artifact` (its tokenizer and max length)."""
-    manifest = json.loads((artifact / "edgeslim.json").read_text())
-    return list(data.batches(artifact, examples, batch_size, int(manifest.get("max_length", 512))))
+    from edgeslim import artifacts
+
+    max_len = artifacts.max_length(artifacts.read_manifest(artifact))
+    return list(data.batches(artifact, examples, batch_size, max_len))
 
 
 def outputs(model: Path, batches: list[Feeds]) -> list[dict[str, np.ndarray]]:
@@ -115,7 +116,7 @@ def evaluate(
     from edgeslim.metrics import macro_f1, mcc, pearson, spearman
 
     manifest = artifacts.read_manifest(artifact)
-    task, max_len = manifest["task"], int(manifest.get("max_length", 512))
+    task, max_len = manifest["task"], artifacts.max_length(manifest)
     if not len(examples):
         raise InputError(f"{examples.name} is empty: nothing to evaluate")
     result: dict[str, Any] = {"task": task, "data": examples.name, "n": len(examples), "metrics": {}}

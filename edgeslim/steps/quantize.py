@@ -212,10 +212,8 @@ def _base_quantizer(
             f"warning: {cfg.calib} has {len(examples)} samples, fewer than --calib-size "
             f"{cfg.calib_size}; calibrating on all of them"
         )
-    manifest = artifacts.read_manifest(src)
-    batches = data.batches(
-        src, examples.head(cfg.calib_size), cfg.calib_batch_size, int(manifest.get("max_length", 512))
-    )
+    max_len = artifacts.max_length(artifacts.read_manifest(src))
+    batches = data.batches(src, examples.head(cfg.calib_size), cfg.calib_batch_size, max_len)
     total = -(-min(len(examples), cfg.calib_size) // cfg.calib_batch_size)
     ranges = quantization.calibrate(
         pre,
