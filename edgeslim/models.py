@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from edgeslim.errors import InputError, MissingDependency, UnsupportedArchitecture
 
 if TYPE_CHECKING:
-    pass
+    import torch
 
 Task = Literal["feature-extraction", "sequence-classification", "token-classification", "regression"]
 TASKS: tuple[str, ...] = (
@@ -321,6 +321,16 @@ def default_pooling(path: Path) -> Pooling:
     if pooling.exists() and read_json(pooling).get("pooling_mode_cls_token"):
         return "cls"
     return "mean"
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """Sentence embedding (B, H) from token states (B, T, H): masked mean, or the first ([CLS]) token.
+
+    The exported sentence_embedding and distillation's embedding target both come from here."""
+    if pooling == "cls":
+        return hidden[:, 0]
+    weights = mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
 
 
 def load(path: Path, task: str, allow_pickle: bool = False, labels: list[str] | None = None) -> Any:

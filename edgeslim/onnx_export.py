@@ -63,10 +63,7 @@ def _wrapper(model: Any, task: str, pooling: str, input_names: list[str]) -> Any
             if task != "feature-extraction":
                 return out.logits
             hidden = out.last_hidden_state  # (B, T, H)
-            if pooling == "cls":
-                return hidden, hidden[:, 0]
-            mask = feeds["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
-            return hidden, (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            return hidden, models.pool(hidden, feeds["attention_mask"], pooling)
 
     return Exportable().eval()
 

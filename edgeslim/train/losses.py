@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from edgeslim.models import pool
 from edgeslim.train.config import Weights
 from edgeslim.train.loop import LossFn
 
@@ -79,14 +80,6 @@ def cosine_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     import torch.nn.functional as F
 
     return (1 - F.cosine_similarity(student, teacher, dim=-1)).mean()
-
-
-def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
-    """Sentence embedding from token states: masked mean, or the first ([CLS]) token."""
-    if pooling == "cls":
-        return hidden[:, 0]
-    weights = mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
 
 
 def make_loss(teacher: Any, weights: Weights, mapping: list[int], task: str, pooling: str = "mean") -> LossFn:

@@ -146,7 +146,6 @@ def similarity_metric(
     import torch
 
     from edgeslim import metrics
-    from edgeslim.train.losses import pool
 
     pad = models.pad_id(models.read_config(path))
     sides = []
@@ -163,7 +162,8 @@ def similarity_metric(
                 for batch in batches:
                     feeds = {k: v for k, v in batch.items() if k != "labels"}
                     student = getattr(model, "student", model)
-                    parts.append(pool(student(**feeds).last_hidden_state, feeds["attention_mask"], pooling))
+                    hidden = student(**feeds).last_hidden_state  # (B, T, H)
+                    parts.append(models.pool(hidden, feeds["attention_mask"], pooling))
                 embedded.append(torch.cat(parts))
         cosine = torch.nn.functional.cosine_similarity(embedded[0], embedded[1], dim=-1).numpy()
         return {"spearman": round(float(metrics.spearman(np.asarray(scores), cosine)), 5)}
