@@ -44,12 +44,12 @@ def layer_map(num_teacher: int, keep: int | None, init: str) -> list[int]:
         return list(range(keep))
     if init == "last-k":
         return list(range(num_teacher - keep, num_teacher))
-    step = num_teacher / keep  # every-other for keep = n/2; spread evenly otherwise, ending at the top
-    return sorted({min(num_teacher - 1, round((i + 1) * step) - 1) for i in range(keep)})
+    return uniform_map(keep, num_teacher)  # every-other for keep = n/2
 
 
 def uniform_map(student_layers: int, teacher_layers: int) -> list[int]:
-    """Teacher layer each student layer imitates, spread evenly and ending at the top."""
+    """Teacher layer each student layer imitates (or is copied from), spread evenly and ending
+    at the top; distinct and increasing while student_layers <= teacher_layers."""
     step = teacher_layers / student_layers
     return [min(teacher_layers - 1, round((i + 1) * step) - 1) for i in range(student_layers)]
 
