@@ -117,14 +117,24 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def bootstrap_ci(
-    metric: Any, gold: np.ndarray, pred: np.ndarray, samples: int = BOOTSTRAP, seed: int = 0
+    metric: Any,
+    gold: np.ndarray,
+    pred: np.ndarray,
+    samples: int = BOOTSTRAP,
+    seed: int = 0,
+    paired: bool = True,
 ) -> tuple[float, float]:
-    """95% percentile bootstrap interval of metric(gold, pred) over resampled examples."""
+    """95% percentile bootstrap interval of metric(gold, pred).
+
+    paired: row i of gold and pred belong together (one example; one round of interleaved
+    runs), so rows are resampled jointly; else each array is resampled on its own."""
+    if paired and len(gold) != len(pred):
+        raise ValueError(f"a paired bootstrap needs equal lengths, not {len(gold)} and {len(pred)}")
     rng = np.random.default_rng(seed)
-    n = len(gold)
+    n, m = len(gold), len(pred)
     values = []
     for _ in range(samples):
         idx = rng.integers(0, n, n)
-        values.append(metric(gold[idx], pred[idx]))
+        values.append(metric(gold[idx], pred[idx if paired else rng.integers(0, m, m)]))
     low, high = np.percentile(values, [2.5, 97.5])
     return float(low), float(high)

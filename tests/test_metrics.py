@@ -60,3 +60,19 @@ def test_fidelity_figures() -> None:
     assert figures["logits"]["top1_agreement"] < 0.5 and figures["sentence_embedding"][
         "cosine_mean"
     ] == pytest.approx(-1.0)
+
+
+def test_ratio_ci_pairs_interleaved_runs() -> None:
+    from edgeslim import bench
+
+    rng = np.random.default_rng(0)
+    load = rng.lognormal(0.0, 0.5, 200)  # machine load shared by run i of both models
+    a = 2.0 * load * rng.normal(1.0, 0.01, 200)
+    b = 4.0 * load * rng.normal(1.0, 0.01, 200)
+    ratio, low, high = bench.ratio_ci(a, b)
+    assert low <= ratio <= high and low <= 0.5 <= high
+    assert high - low < 0.04  # paired: the shared load cancels (independent resampling: ~0.14)
+    _, low_u, high_u = bench.ratio_ci(a, b[:-1])  # unequal counts: resampled independently
+    assert high_u - low_u > 3 * (high - low)
+    with pytest.raises(ValueError, match="equal lengths"):
+        metrics.bootstrap_ci(metrics.accuracy, a, b[:-1])
