@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -398,15 +398,31 @@ def batches(
             encs = tok.encode_batch(list(zip(texts, examples.pairs[start : start + batch_size], strict=True)))
         else:
             encs = tok.encode_batch(texts)
-        width = pad_to or max(len(e.ids) for e in encs)
-        ids = np.full((len(encs), width), pad_id, dtype=np.int64)  # (B, T)
-        mask = np.zeros_like(ids)
-        types = np.zeros_like(ids)
-        word_ids = np.full_like(ids, -1)
+        feeds = pad([e.ids for e in encs], [e.type_ids for e in encs], pad_id, pad_to)
+        if not words:
+            yield feeds
+            continue
+        word_ids = np.full_like(feeds["input_ids"], -1)  # (B, T)
         for row, enc in enumerate(encs):
-            n = min(len(enc.ids), width)
-            ids[row, :n], mask[row, :n], types[row, :n] = enc.ids[:n], 1, enc.type_ids[:n]
-            if words:
-                word_ids[row, :n] = [-1 if w is None else w for w in enc.word_ids[:n]]
-        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-        yield {**feeds, "word_ids": word_ids} if words else feeds
+            n = min(len(enc.ids), word_ids.shape[1])
+            word_ids[row, :n] = [-1 if w is None else w for w in enc.word_ids[:n]]
+        yield {**feeds, "word_ids": word_ids}
+
+
+def pad(
+    ids: Sequence[Sequence[int] | np.ndarray],
+    types: Sequence[Sequence[int] | np.ndarray],
+    pad_id: int,
+    width: int | None = None,
+) -> dict[str, np.ndarray]:
+    """input_ids, attention_mask and token_type_ids (B, T), right-padded with `pad_id` to
+    `width` (default: the longest row; a longer row is cut)."""
+    import numpy as np
+
+    width = width or max(len(row) for row in ids)
+    out = np.full((len(ids), width), pad_id, dtype=np.int64)  # (B, T)
+    mask, token_types = np.zeros_like(out), np.zeros_like(out)
+    for row, (row_ids, row_types) in enumerate(zip(ids, types, strict=True)):
+        n = min(len(row_ids), width)
+        out[row, :n], mask[row, :n], token_types[row, :n] = row_ids[:n], 1, row_types[:n]
+    return {"input_ids": out, "attention_mask": mask, "token_type_ids": token_types}

@@ -63,3 +63,11 @@ def test_data_dir_overrides_and_missing_set_names_the_fix(
     monkeypatch.setattr(data, "beside_checkout", lambda: [tmp_path / "nowhere"])
     with pytest.raises(InputError, match="--data-dir"):
         data.load("conll2003:valid")
+
+
+def test_pad_right_pads_with_the_pad_id_and_cuts_at_width() -> None:
+    feeds = data.pad([[5, 6, 7], [8]], [[0, 0, 1], [0]], pad_id=1)
+    assert feeds["input_ids"].tolist() == [[5, 6, 7], [8, 1, 1]]
+    assert feeds["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert feeds["token_type_ids"].tolist() == [[0, 0, 1], [0, 0, 0]]
+    assert data.pad([[5, 6, 7]], [[0, 0, 1]], 1, width=2)["input_ids"].tolist() == [[5, 6]]

@@ -103,20 +103,12 @@ def collate(encoded: Encoded, indices: list[int], pad_id: int, label_kind: str) 
     """Torch tensors for one batch, padded to its longest example."""
     import torch
 
-    width = max(len(encoded.ids[i]) for i in indices)
-    ids = torch.full((len(indices), width), pad_id, dtype=torch.long)  # (B, T)
-    mask = torch.zeros_like(ids)
-    types = torch.zeros_like(ids)
-    for row, i in enumerate(indices):
-        n = len(encoded.ids[i])
-        ids[row, :n] = torch.from_numpy(encoded.ids[i])
-        types[row, :n] = torch.from_numpy(encoded.types[i])
-        mask[row, :n] = 1
-    batch: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+    feeds = data.pad([encoded.ids[i] for i in indices], [encoded.types[i] for i in indices], pad_id)
+    batch: dict[str, Any] = {k: torch.from_numpy(v) for k, v in feeds.items()}  # (B, T) each
     if encoded.labels is not None:
         values = [encoded.labels[i] for i in indices]
         if label_kind == "token":
-            labels = torch.full_like(ids, -100)
+            labels = torch.full_like(batch["input_ids"], -100)
             for row, value in enumerate(values):
                 labels[row, : len(value)] = torch.from_numpy(value)
             batch["labels"] = labels
