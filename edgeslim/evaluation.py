@@ -55,12 +55,8 @@ def label_ids(examples: data.Examples, artifact: Path) -> np.ndarray:
         raise InputError(f"{examples.name} has no labels: pass --label-column")
     from edgeslim import models
 
-    config = models.read_json(artifact / "config.json")
-    try:
-        label2id = {str(k): int(v) for k, v in (config.get("label2id") or {}).items()}
-    except (AttributeError, TypeError, ValueError):
-        raise InputError(f"{artifact / 'config.json'}: label2id must map labels to integer ids") from None
-    num = len(config.get("id2label") or label2id) or 2
+    label2id, id2label = models.label_maps(artifact)
+    num = len(id2label or label2id) or 2
     ids = []
     for label in examples.labels:
         if label in label2id:
@@ -208,8 +204,7 @@ def _token_metrics(
     """Entity-level F1 (seqeval) from first-subtoken predictions, words beyond max length as O."""
     from edgeslim import models
 
-    config = models.read_json(artifact / "config.json")
-    id2label = {int(k): v for k, v in (config.get("id2label") or {}).items()}
+    _, id2label = models.label_maps(artifact)
     gold = [labels.split(" ") for labels in _labels(examples)]
     known = set(id2label.values())
     unknown = sorted({tag for sentence in gold for tag in sentence} - known)

@@ -303,6 +303,18 @@ def max_length(path: Path, config: dict[str, Any]) -> int:
     return limit
 
 
+def label_maps(path: Path) -> tuple[dict[str, int], dict[int, str]]:
+    """(label2id, id2label) from the config.json in `path`; InputError when ids are not integers."""
+    where = path / "config.json"
+    config = read_json(where)
+    try:
+        label2id = {str(k): int(v) for k, v in (config.get("label2id") or {}).items()}
+        id2label = {int(k): str(v) for k, v in (config.get("id2label") or {}).items()}
+    except (AttributeError, TypeError, ValueError):
+        raise InputError(f"{where}: label2id/id2label must map labels to integer ids") from None
+    return label2id, id2label
+
+
 def head_task(config: dict[str, Any]) -> str:
     """The task a saved checkpoint's head serves (from config.json's architectures)."""
     heads = " ".join(config.get("architectures") or [])
