@@ -35,8 +35,8 @@ library     config.py          StepConfig (base of every step Config), make_conf
             artifacts.py       artifact directory layout, manifest, atomic writes, hashes
             fingerprint.py     what a cached step depends on, hashed
             locking.py         one writer per output
-            sessions.py        onnxruntime CPU sessions
-            providers.py       execution providers: names, checks, placement
+            sessions.py        onnxruntime CPU sessions (with a loadable-model check)
+            providers.py       execution providers: names, checks, placement, the session factory
             environment.py     library versions and CPU facts
             doctor.py          `edgeslim doctor`'s checks
             errors.py          EdgeslimError and its exit codes

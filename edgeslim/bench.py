@@ -42,9 +42,8 @@ def session(model: Path, threads: int, ep: str = "CPUExecutionProvider", allow_f
     """A session for `ep` with `threads` intra-op threads and spinning disabled."""
     from edgeslim.errors import ProviderUnavailable
 
-    options = providers.session_options(ep, threads, allow_fallback)
     try:
-        return providers.create_session(model, ep, options, allow_fallback)
+        return providers.session(model, ep, threads, timing=True, allow_fallback=allow_fallback)
     except Exception as exc:
         if "fallback to CPU EP has been explicitly disabled" not in str(exc):
             raise

@@ -14,6 +14,7 @@ from typing import Any
 from edgeslim import artifacts
 from edgeslim.errors import InputError, ProviderUnavailable
 
+CPU = "CPUExecutionProvider"
 PROVIDERS: dict[str, tuple[str, str]] = {
     # short name: (onnxruntime provider, what to install)
     "cpu": ("CPUExecutionProvider", "onnxruntime"),
@@ -109,29 +110,36 @@ def register_plugin(name: str, library: Path) -> str:
     return name
 
 
-def create_session(model: Path, ep: str, options: Any, allow_fallback: bool = False) -> Any:
-    """An InferenceSession on `ep`: built-in providers by name, plugin EPs by their devices."""
-    import onnxruntime as ort
-
-    if ep not in ort.get_available_providers():  # a registered plugin EP
-        options.add_provider_for_devices([d for d in _plugin_devices() if d.ep_name == ep], {})
-        return ort.InferenceSession(str(model), options)
-    chain = [ep, "CPUExecutionProvider"] if allow_fallback and ep != "CPUExecutionProvider" else [ep]
-    return ort.InferenceSession(str(model), options, providers=chain)
-
-
-def session_options(ep: str, threads: int, allow_fallback: bool = False) -> Any:
-    """SessionOptions for `ep`: threads, spinning off, no silent CPU fallback for other EPs."""
+def session(
+    model: Path,
+    ep: str = CPU,
+    threads: int | None = None,
+    timing: bool = False,
+    allow_fallback: bool = False,
+    profile_prefix: str | None = None,
+) -> Any:
+    """The one InferenceSession factory: `ep` (built-in by name, plugin EPs by their devices),
+    `threads` intra-op threads (None: onnxruntime's choice), quiet logging; `timing` adds one
+    inter-op thread and no spinning; no silent CPU fallback for other EPs unless allowed."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if ep != "CPUExecutionProvider" and not allow_fallback:
+    if threads:
+        options.intra_op_num_threads = threads
+    if timing:
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if ep != CPU and not allow_fallback:
         options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
-    return options
+    if profile_prefix:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
+    if ep not in ort.get_available_providers():  # a registered plugin EP
+        options.add_provider_for_devices([d for d in _plugin_devices() if d.ep_name == ep], {})
+        return ort.InferenceSession(str(model), options)
+    chain = [ep, CPU] if allow_fallback and ep != CPU else [ep]
+    return ort.InferenceSession(str(model), options, providers=chain)
 
 
 def node_placement(
@@ -139,11 +147,8 @@ def node_placement(
 ) -> dict[str, int]:
     """Nodes per execution provider, from one profiled run (a partial fall-back shows here)."""
 
-    options = session_options(ep, 1, allow_fallback)
     with artifacts.scratch("profile") as tmp:
-        options.enable_profiling = True
-        options.profile_file_prefix = str(tmp / "profile")
-        sess = create_session(model, ep, options, allow_fallback)
+        sess = session(model, ep, 1, True, allow_fallback, profile_prefix=str(tmp / "profile"))
         names = {i.name for i in sess.get_inputs()}
         sess.run(None, {k: v for k, v in feeds.items() if k in names})
         events = json.loads(Path(sess.end_profiling()).read_text())

@@ -1,4 +1,5 @@
-"""onnxruntime sessions, kept in one place (threads, providers, quiet logging)."""
+"""onnxruntime CPU sessions for checks and evaluation, made by providers.session (the one
+factory; bench times through it too)."""
 
 from __future__ import annotations
 
@@ -15,15 +16,13 @@ if TYPE_CHECKING:
 def session(model: Path, threads: int | None = None) -> onnxruntime.InferenceSession:
     """A CPU InferenceSession; InputError when the file is not a loadable ONNX model."""
     try:
-        import onnxruntime as ort
+        import onnxruntime  # noqa: F401
     except ImportError:
         raise MissingDependency("onnxruntime is not installed: pip install 'edgeslim[runtime]'") from None
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
+    from edgeslim import providers
+
     try:
-        return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+        return providers.session(model, threads=threads)
     except Exception as exc:  # onnxruntime raises its own untyped exceptions
         first = str(exc).strip().splitlines()[0][:300]
         raise InputError(f"{model} cannot be loaded by onnxruntime ({first}): re-export it") from None
