@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from edgeslim import pruning
+from edgeslim import models, pruning
 
 EDGESLIM = str(Path(sys.executable).with_name("edgeslim"))
 
@@ -42,7 +42,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("out/bench-prune"))
     parser.add_argument("--runs", type=int, default=100)
     args = parser.parse_args()
-    layers = json.loads((args.student / "config.json").read_text())["num_hidden_layers"]
+    layers = models.read_config(args.student)["num_hidden_layers"]
     recover = ["--recover-with", str(args.teacher), "--recover-steps", str(args.steps), "--max-length", "64"]
     recover += ["--data", "sst2:train", "--eval", "sst2:dev"]
     variants: dict[str, list[str] | None] = {
