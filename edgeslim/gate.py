@@ -230,7 +230,7 @@ def _metric(artifact: Path, budget: MetricBudget) -> float:
 
     columns = (budget.text_column, budget.pair_column, budget.label_column)
     result = evaluation.evaluate_data(
-        artifact, budget.data, columns, limit=budget.limit, bootstrap=QUICK_BOOTSTRAP
+        artifact, budget.data, columns, limit=budget.limit, bootstrap=QUICK_BOOTSTRAP, reuse=True
     )
     metrics = result["metrics"]
     if budget.metric not in metrics:

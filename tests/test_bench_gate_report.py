@@ -337,3 +337,27 @@ def test_report_prefers_the_headline_metric() -> None:
         update={"metrics": {"stsb:dev:pearson_cosine": 0.8, "stsb:dev:spearman_cosine": 0.7}}
     )
     assert report.build([both], {}).primary_metric == "stsb:dev:spearman_cosine"
+
+
+def test_gate_reuses_the_eval_steps_result_on_the_same_model_and_data(
+    balanced_cls: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edgeslim import evaluation, gate
+    from edgeslim.steps import evaluate as eval_step
+
+    evaled = tmp_path / "evaled"
+    evaled.mkdir()
+    eval_step.run(balanced_cls["artifact"], eval_step.Config(data=str(balanced_cls["own"])), evaled)
+    calls: list[Path] = []
+    real = evaluation.evaluate
+
+    def counted(artifact: Path, *args: Any) -> dict[str, Any]:
+        calls.append(artifact)
+        return real(artifact, *args)
+
+    monkeypatch.setattr(evaluation, "evaluate", counted)
+    budget = gate.MetricBudget(data=str(balanced_cls["own"]), metric="accuracy", value=0.99)
+    assert gate._metric(evaled, budget) == 1.0 and calls == []  # the stored eval.json result
+    assert gate._metric(evaled, budget.model_copy(update={"limit": 30})) == 1.0 and len(calls) == 1
+    shutil.copy(balanced_cls["negated"] / "model.onnx", evaled / "model.onnx")  # another model
+    assert gate._metric(evaled, budget) == 0.0 and len(calls) == 2

@@ -28,13 +28,14 @@ class Config(StepConfig):
     data_dir: Path | None = Field(None, description="Where built-in datasets live.")
 
 
-def evaluate(src: Path, cfg: Config) -> dict[str, Any]:
-    """Load the data and evaluate artifact `src`."""
+def evaluate(src: Path, cfg: Config, reuse: bool = False) -> dict[str, Any]:
+    """Load the data and evaluate artifact `src` (`reuse`: an eval step's stored result on the
+    same model and data, when there is one)."""
     from edgeslim import evaluation
 
     columns = (cfg.text_column, cfg.pair_column, cfg.label_column)
     return evaluation.evaluate_data(
-        src, cfg.data, columns, cfg.data_dir, cfg.limit, cfg.batch_size, cfg.bootstrap, cfg.reference
+        src, cfg.data, columns, cfg.data_dir, cfg.limit, cfg.batch_size, cfg.bootstrap, cfg.reference, reuse
     )
 
 

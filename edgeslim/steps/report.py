@@ -150,7 +150,7 @@ def _with_metrics(entry: Any, configs: list[Any]) -> Any:
 
     metrics = dict(entry.metrics)
     for config in configs:
-        result = evaluate(Path(entry.path), config)
+        result = evaluate(Path(entry.path), config, reuse=True)
         metrics.update({f"{config.data}:{k}": v["value"] for k, v in result["metrics"].items()})
     return entry.model_copy(update={"metrics": metrics})
 
