@@ -155,8 +155,8 @@ def _report_context(
 
 def _same_quantize(step: Any, plain: Any) -> bool:
     """True when a recipe's quantize step makes the same model as the plain int8 baseline
-    (the fidelity report's sample count aside)."""
-    skip = {"fidelity_size"}
+    (the fidelity report's data and sample count aside: they change the report, not the model)."""
+    skip = {"fidelity_data", "fidelity_size", "text_column", "pair_column", "label_column", "data_dir"}
     return bool(step.type == "quantize" and step.model_dump(exclude=skip) == plain.model_dump(exclude=skip))
 
 

@@ -263,6 +263,9 @@ def test_plan_names_the_teacher_and_each_intermediate(tiny_bert: Path, tmp_path:
     context = rows[-1]["context"]  # the teacher is the last model: its fp32 is the recipe's own
     assert [(b["name"], b["role"]) for b in context["beside"]] == [("tiny/optimize", "teacher fp32")]
     assert context["builds"] == []  # the result is the teacher's plain int8: not built twice
+    fidelity = CHAIN.replace("type: quantize\n", "type: quantize\n    fidelity_data: sst2:train\n")
+    rows = pipeline.plan(load(_recipe(tmp_path, tiny_bert, only + fidelity)), tmp_path / "cache")
+    assert rows[-1]["context"]["builds"] == []  # another fidelity report, the same model
     static = CHAIN.replace("type: quantize\n", "type: quantize\n    mode: static\n")
     rows = pipeline.plan(load(_recipe(tmp_path, tiny_bert, only + static)), tmp_path / "cache")
     context = rows[-1]["context"]
