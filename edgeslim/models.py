@@ -414,7 +414,7 @@ def tie_shared_(model: Any) -> None:
     groups = getattr(model.config, "shared_layer_groups", None)
     if not groups:
         return
-    layers = getattr(model, model.base_model_prefix).encoder.layer
+    layers = model.base_model.encoder.layer
     for members in groups:
         for index in members[1:]:
             layers[index] = layers[members[0]]
@@ -430,7 +430,7 @@ def save_untied(model: Any, path: Path) -> None:
     if not groups:
         model.save_pretrained(path)
         return
-    layers = getattr(model, model.base_model_prefix).encoder.layer
+    layers = model.base_model.encoder.layer
     tied = {index: layers[index] for members in groups for index in members[1:]}
     try:
         for index, module in tied.items():

@@ -17,7 +17,7 @@ def set_activation_(model: Any, name: str) -> None:
     """Replace every FFN activation with `name` and record it in the config."""
     from transformers.activations import ACT2FN
 
-    base = getattr(model, model.base_model_prefix)
+    base = model.base_model
     for block in base.encoder.layer:
         block.intermediate.intermediate_act_fn = ACT2FN[name]
     model.config.hidden_act = name
@@ -29,7 +29,7 @@ def share_layers_(model: Any, group: int) -> list[list[int]]:
     each shared weight once, because it deduplicates equal initializers)."""
     import torch
 
-    layers = getattr(model, model.base_model_prefix).encoder.layer
+    layers = model.base_model.encoder.layer
     if group < 2 or len(layers) % group:
         raise InputError(f"--share-layers {group} must be >= 2 and divide the {len(layers)} layers")
     groups = [list(range(i, i + group)) for i in range(0, len(layers), group)]

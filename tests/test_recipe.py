@@ -277,3 +277,20 @@ def test_plan_names_the_teacher_and_each_intermediate(tiny_bert: Path, tmp_path:
     assert [s["step"].type for s in build["stages"]] == ["quantize"] and build["stages"][0]["source"] == rows[
         2
     ]["dir"]
+
+
+def test_recipe_gate_times_the_result_against_the_teachers_int8(tiny_bert: Path, tmp_path: Path) -> None:
+    """A gate step's ratio budget finds `teacher int8` in the report step's report.json (a
+    cache entry beside the output) and times the result against it."""
+    body = (
+        "steps:\n  - type: simplify\n    activation: relu\n"
+        "  - type: export\n    task: sequence-classification\n"
+        "  - type: optimize\n  - type: quantize\n  - type: report\n    runs: 10\n  - type: gate\n"
+        "    budgets: {latency: [{threads: 1, batch: 1, seq: 8, runs: 10, max_ratio: 1000.0, "
+        "versus: teacher int8}]}\n"
+    )
+    result = cli(["run", str(_recipe(tmp_path, tiny_bert, body))])
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "out" / "gate.json").read_text())["budgets"]
+    assert [(r["budget"], r["passed"]) for r in rows] == [("latency.ratio (cpu t1 b1 s8)", True)]
+    assert rows[0]["limit"] == "<= 1000.0x teacher int8"

@@ -219,7 +219,7 @@ def activation_importance(model: Any, batches: list[dict[str, Any]]) -> Importan
         ]
 
     handles = [h for i, block in enumerate(blocks) for h in layer_hooks(i, block)]
-    embed_norm = getattr(model, model.base_model_prefix).embeddings.LayerNorm
+    embed_norm = model.base_model.embeddings.LayerNorm
     on_hidden = embed_norm.normalized_shape[0] == hidden  # ELECTRA: LayerNorm on embedding_size
     if on_hidden:
         handles.append(embed_norm.register_forward_hook(lambda _m, _a, o: add("embeddings", 0, o.abs())))
