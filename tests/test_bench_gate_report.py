@@ -112,7 +112,6 @@ def test_gate_latency_ratio_versus_another_model(bert_fp32: Path, bert_fused: Pa
     assert loose.exit_code == 0, loose.output
     (row,) = _json(loose.output)["budgets"]
     assert row["budget"] == "latency.ratio (cpu t1 b1 s8)" and row["limit"].startswith("<= 1000.0x")
-    assert gate("ref", 0.0001).exit_code == 6  # no model runs 10,000x faster than its own fp32
     missing = gate("'teacher int8'", 1000.0)
     assert missing.exit_code == 3 and "no report.json" in missing.output
     report = {"artifacts": [{"name": "t/finetune:int8", "role": "teacher int8", "path": str(bert_fp32)}]}
