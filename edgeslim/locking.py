@@ -69,4 +69,3 @@ def _acquire(path: Path, target: Path) -> int:
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
             return fd
         os.close(fd)
-

@@ -50,6 +50,7 @@ def plan(recipe: Recipe, cache: Path) -> list[dict[str, Any]]:
             context = _report_context(recipe, rows, origin, cache, environment, host)
             parts["context"] = {
                 "name": context["name"],
+                "headline": context["headline"],
                 "beside": [[b["name"], b["role"], b["key"]] for b in context["beside"]],
             }
         previous = _key(parts)
@@ -121,7 +122,7 @@ def _report_context(
     changes = [i for i, r in enumerate(rows) if r["step"].type in ("export", "optimize", "quantize")]
     name = f"{recipe.name}/{label(recipe, changes[-1] + 1)}" if changes else recipe.name
     report = recipe.steps[len(rows)]
-    context: dict[str, Any] = {"name": name, "builds": [], "beside": []}
+    context: dict[str, Any] = {"name": name, "headline": gate_metric(recipe), "builds": [], "beside": []}
     count = model_steps(recipe)
     if not getattr(report, "baselines", False) or not changes:
         return context
@@ -151,6 +152,24 @@ def _report_context(
     if own:  # the result was quantized: its fp32 goes beside it
         context["beside"].append({"name": own_name, "role": "result fp32", **_where(own)})
     return context
+
+
+def gate_metric(recipe: Recipe) -> str | None:
+    """data:metric that the recipe's first gate with a metric budget checks (the report's
+    headline), or None; a budgets file that cannot be read is the gate step's error to report."""
+    from edgeslim import gate
+
+    for step in recipe.steps:
+        if step.type != "gate":
+            continue
+        try:
+            budgets = step.budgets or gate.load(step.budgets_file)  # type: ignore[arg-type]
+        except EdgeslimError:
+            return None
+        named = budgets.min_metric or budgets.max_drop
+        if named is not None:
+            return f"{named.data}:{named.metric}"
+    return None
 
 
 def _same_quantize(step: Any, plain: Any) -> bool:
@@ -323,11 +342,14 @@ def _execute(
         if row["context"] is not None:
             made = _baselines(row["context"], rows, summaries, held)
             extra["name"] = row["context"]["name"]
+            extra["headline"] = row["context"]["headline"]
             extra["beside"] = tuple(
                 Beside(name=b["name"], role=b["role"], path=b["dir"]) for b in row["context"]["beside"]
             )
         summary, row["cached"] = _produce({**row, "step": step}, source, label, held, **extra)
         summaries.append(summary)
+        if artifacts.is_main_process():
+            steps.present(step.type, f"{label}: {'reused' if row['cached'] else 'done'}", summary)
         if summary.get("budget_not_met"):  # the chain goes on; the run fails at the end
             failures.append(f"step {index + 1} ({step.type}): {summary['budget_not_met']}")
         record.append(

@@ -4,7 +4,6 @@ report.html with embedded PNG plots (latency distributions, accuracy-latency-siz
 from __future__ import annotations
 
 import base64
-import html
 import io
 import json
 import re
@@ -94,8 +93,9 @@ def entry(
     )
 
 
-def build(entries: list[Entry], environment: dict[str, Any]) -> Report:
-    """A report over entries, choosing the metric and latency cell they all share."""
+def build(entries: list[Entry], environment: dict[str, Any], prefer: str | None = None) -> Report:
+    """A report over entries, choosing the metric and latency cell they all share; the metric is
+    `prefer` (data:metric, or a metric name) when they share it (see primary)."""
     common = set.intersection(*(set(e.metrics) for e in entries)) if entries else set()
     cells = set.intersection(*(set(e.latency) for e in entries)) if entries else set()
     preferred: list[str] = [c for c in ("t1b1s128", "t2b1s128") if c in cells]
@@ -103,14 +103,28 @@ def build(entries: list[Entry], environment: dict[str, Any]) -> Report:
     return Report(
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         environment=environment,
-        primary_metric=min(common, key=_metric_rank) if common else None,
+        primary_metric=primary(common, prefer),
         latency_cell=ordered[0] if ordered else None,
         artifacts=entries,
     )
 
 
-# Each task's headline metric (evaluation.py), preferred as the report's primary metric.
+# Each task's headline metric (evaluation.py): the primary metric when nothing names one.
 HEADLINE = ("accuracy", "spearman_cosine", "entity_f1")
+
+
+def primary(common: set[str], prefer: str | None) -> str | None:
+    """The headline among the `common` data:metric names: `prefer` itself, else one with
+    `prefer`'s metric on other data (a budgets file may name the data as a path), else the
+    first by HEADLINE order and name."""
+    if not common:
+        return None
+    if prefer:
+        metric = prefer.rsplit(":", 1)[-1]
+        named = [m for m in common if m == prefer] or [m for m in common if m.rsplit(":", 1)[-1] == metric]
+        if named:
+            return min(named, key=_metric_rank)
+    return min(common, key=_metric_rank)
 
 
 def _metric_rank(name: str) -> tuple[int, str]:
@@ -311,43 +325,21 @@ def _versus(report: Report) -> list[str]:
     return rows
 
 
-def _html_blocks(text: str) -> str:
-    """report.md's headings, tables and notes as HTML (images are embedded separately)."""
-    parts, table = [], []
-    for line in [*text.split("\n"), ""]:
-        if line.startswith("|"):
-            if not line.startswith("|---"):
-                table.append(line)
-            continue
-        if table:
-            parts.append("<table>" + "".join(_html_row(r) for r in table) + "</table>")
-            table = []
-        if line.startswith("## "):
-            parts.append(f"<h2>{html.escape(line[3:])}</h2>")
-        elif line.strip() and not line.startswith(("# ", "![", "created ")):
-            parts.append(f"<p>{html.escape(line)}</p>")
-    return "\n".join(parts)
-
-
-def _html_row(line: str) -> str:
-    return (
-        "<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in line.strip("|").split("|")) + "</tr>"
-    )
-
-
 def to_html(report: Report, images: dict[str, bytes]) -> str:
-    """One self-contained page: tables, embedded PNGs; a script marks whether images decoded."""
-    figs = "".join(
-        f'<figure><img alt="{n}" src="data:image/png;base64,{base64.b64encode(b).decode()}">'
-        f"<figcaption>{n}</figcaption></figure>"
-        for n, b in images.items()
-    )
+    """report.md rendered as one self-contained page (markdown-it-py, which rich already brings:
+    CommonMark plus tables); its image links point at the PNGs embedded as data URIs. A script
+    marks whether the images decoded."""
+    from markdown_it import MarkdownIt
+
+    text = markdown(report)
+    for name, data in images.items():
+        text = text.replace(f"]({name})", f"](data:image/png;base64,{base64.b64encode(data).decode()})")
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(text)
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>edgeslim report</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin:1em 0}}
-td{{border:1px solid #ccc;padding:4px 8px}}tr:first-child td{{font-weight:bold}}img{{max-width:100%}}</style>
-</head><body><h1>edgeslim report</h1><p>created {html.escape(report.created)}</p>
-{_html_blocks(markdown(report))}
-{figs}
+th,td{{border:1px solid #ccc;padding:4px 8px}}img{{max-width:100%;display:block}}</style>
+</head><body>
+{body}
 <script>window.addEventListener("load",function(){{var i=document.images,ok=i.length>0;
 for(var k=0;k<i.length;k++){{ok=ok&&i[k].complete&&i[k].naturalWidth>0;}}
 document.body.setAttribute("data-images-ok",ok?"yes":"no");}});</script></body></html>

@@ -20,6 +20,11 @@ def note(message: str) -> None:
     err.print(escape(message))
 
 
+def text(block: str) -> None:
+    """Plain text (a table, say) on stdout, as it is: no markup, no highlighting."""
+    out.print(block, markup=False, soft_wrap=True, end="" if block.endswith("\n") else "\n")
+
+
 def markdown(text: str) -> None:
     """Render Markdown on stdout."""
     out.print(Markdown(text))

@@ -336,6 +336,29 @@ def test_report_prefers_the_headline_metric() -> None:
         update={"metrics": {"stsb:dev:pearson_cosine": 0.8, "stsb:dev:spearman_cosine": 0.7}}
     )
     assert report.build([both], {}).primary_metric == "stsb:dev:spearman_cosine"
+    # a metric the gate or --metric names wins, on the same data or (a budgets file's path) other data
+    assert report.build([both], {}, "stsb:dev:pearson_cosine").primary_metric == "stsb:dev:pearson_cosine"
+    assert report.build([both], {}, "dev.tsv:pearson_cosine").primary_metric == "stsb:dev:pearson_cosine"
+    assert report.build([both], {}, "mcc").primary_metric == "stsb:dev:spearman_cosine"  # not shared
+
+
+def test_report_metric_option_and_html_from_markdown(
+    bert_fp32: Path, bert_fused: Path, tmp_path: Path
+) -> None:
+    """--metric names the headline and fails in one line when no artifact reports it; report.html
+    is report.md rendered (a real table with a header row, the plots embedded where it links them)."""
+    unknown = cli(
+        ["report", str(bert_fp32), "--metric", "accuracy", "--runs", "10", "-o", str(tmp_path / "r")]
+    )
+    assert unknown.exit_code == 3 and "metric 'accuracy' is not reported for every artifact" in unknown.output
+    assert not (tmp_path / "r").exists()
+    out = tmp_path / "ok"
+    assert cli(["report", str(bert_fp32), str(bert_fused), "--runs", "10", "-o", str(out)]).exit_code == 0
+    page = (out / "report.html").read_text()
+    assert (
+        "<h1>edgeslim report</h1>" in page and "<th>artifact</th>" in page and "<td>bert-fused</td>" in page
+    )
+    assert '<img src="data:image/png;base64,' in page and 'alt="pareto.png"' in page
 
 
 def test_gate_reuses_the_eval_steps_result_on_the_same_model_and_data(

@@ -138,3 +138,54 @@ def test_the_layer_rule_would_catch_a_library_module_importing_a_step() -> None:
     graph = {"edgeslim.gate": {"edgeslim.steps.evaluate"}, "edgeslim.steps.gate": {"edgeslim.gate"}}
     upward = [(m, t) for m, targets in graph.items() for t in targets if layer(t) > layer(m)]
     assert upward == [("edgeslim.gate", "edgeslim.steps.evaluate")]
+
+
+# Calls that write results to stdout. Only the runner layer, ui.py, the registry's run_single /
+# present, and the `command` functions of step modules (the CLI) may make them.
+PRINTERS = {"print", "typer.echo", "ui.summary", "ui.markdown", "ui.text", "ui.out.print"}
+MAY_PRINT = {"edgeslim.ui", "edgeslim.steps"} | RUNNER
+
+
+def _dotted(node: ast.expr) -> str:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return f"{_dotted(node.value)}.{node.attr}"
+    return ""
+
+
+def printing_calls(root: Path = PACKAGE, package: str = "edgeslim") -> list[str]:
+    """`module:line call` for each stdout write outside the places allowed to print."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        module = _name(path, root, package)
+        if module in MAY_PRINT:
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        commands = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "command"]
+        inside = {id(n) for c in commands for n in ast.walk(c)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and _dotted(node.func) in PRINTERS and id(node) not in inside:
+                found.append(f"{module}:{node.lineno} {_dotted(node.func)}")
+    return found
+
+
+def test_steps_and_the_library_print_nothing() -> None:
+    """Steps return their results (run -> summary; steps.present and the recipe runner print
+    them); library modules report progress on stderr through ui.note only."""
+    calls = printing_calls()
+    assert not calls, "\n".join(calls)
+
+
+def test_the_print_rule_would_catch_a_step_printing_its_table(tmp_path: Path) -> None:
+    root = tmp_path / "pkg"
+    (root / "steps").mkdir(parents=True)
+    (root / "steps" / "gate.py").write_text(
+        "def run(rows):\n    print(rows)\n    ui.summary('t', {})\n\ndef command(rows):\n    print(rows)\n"
+    )
+    (root / "report.py").write_text("def write(x):\n    ui.out.print(x)\n")
+    assert printing_calls(root, "pkg") == [
+        "pkg.report:2 ui.out.print",
+        "pkg.steps.gate:2 print",
+        "pkg.steps.gate:3 ui.summary",
+    ]

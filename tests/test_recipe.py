@@ -166,9 +166,12 @@ def test_report_names_the_chain_and_measures_it_beside_the_teacher(
     1.0), its plain int8, the pruned intermediate (fp32, int8) and the result's fp32 are rebuilt,
     evaluated on the eval step's data and benched side by side with the result."""
     teacher = balanced_cls["artifact"].parent / "artifact-hf"  # the HF model the fixture exported
-    recipe = _compare_recipe(tmp_path, teacher, balanced_cls["own"])
+    budget = f"{{data: {balanced_cls['own']}, metric: mcc, value: -1.0}}"
+    gate = f"  - type: gate\n    budgets: {{min_metric: {budget}}}\n"
+    recipe = _compare_recipe(tmp_path, teacher, balanced_cls["own"], "    runs: 10\n" + gate)
     result = cli(["run", str(recipe)])
     assert result.exit_code == 0, result.output
+    assert "| min_metric.mcc | >= -1.0 |" in result.output  # the runner prints the gate's table
     out = tmp_path / "out"
     parsed = report.read(out / "report.json")
     names = ["tiny/model:fp32", "tiny/model:int8", "tiny/prune:fp32", "tiny/prune:int8"]
@@ -182,7 +185,7 @@ def test_report_names_the_chain_and_measures_it_beside_the_teacher(
         "result",
     ]
     assert [a.role for a in parsed.artifacts] == roles
-    metric = f"{balanced_cls['own']}:accuracy"
+    metric = f"{balanced_cls['own']}:mcc"  # the gate's metric, not the first by name or HEADLINE
     assert parsed.primary_metric == metric and parsed.artifacts[0].metrics[metric] == 1.0
     by_name = {a.name: a for a in parsed.artifacts}
     for entry in parsed.artifacts:  # measured together: the report's runs, not the bench step's 5
@@ -202,7 +205,7 @@ def test_report_names_the_chain_and_measures_it_beside_the_teacher(
     page = (out / "report.md").read_text()
     assert "## Side by side with the teacher" in page and "tiny/prune:int8" in page
     again = cli(["run", str(recipe)])
-    assert again.exit_code == 0 and again.output.count("reused (cached") == 8 + 6
+    assert again.exit_code == 0 and again.output.count("reused (cached") == 9 + 6
 
 
 def test_report_baselines_can_be_switched_off(tiny_factory: Callable[..., Path], tmp_path: Path) -> None:

@@ -3,8 +3,12 @@
     Config      a frozen pydantic model whose `type` field is the step's name
     run(src, config, out) -> dict
                 writes the step's artifact into the (staging) directory `out` and returns
-                a summary for the terminal; `src` is the previous artifact directory, or the
-                model name/path for steps whose Config has `takes_model = True`
+                a summary (JSON-able; stored with a recipe's cache entry); `src` is the previous
+                artifact directory, or the model name/path for steps whose Config has
+                `takes_model = True`. Steps print nothing: run_single and the recipe runner
+                show the summary (present); progress notes go to stderr through ui.note
+    render      optional: summary -> text shown under the summary lines (e.g. the gate's
+                table); the summary keys it shows are listed in DETAIL and not repeated
     command     the typer command function for the CLI: one option per Config field
                 (options.field_option), builds the Config, calls run_single; --dry-run
                 prints the Config as a recipe step instead
@@ -75,7 +79,18 @@ def run_single(
     result["wall_s"] = round(time.perf_counter() - start, 2)
     if not artifacts.is_main_process():  # a non-zero rank of a distributed run
         return result
-    ui.summary(f"{cfg.type}: wrote {out}", result)
+    present(cfg.type, f"{cfg.type}: wrote {out}", result)
     if result.get("budget_not_met"):  # the artifact is written; the exit code says it failed
         raise BudgetNotMet(f"{result['budget_not_met']} ({out})")
     return result
+
+
+def present(step_type: str, title: str, summary: dict[str, Any]) -> None:
+    """Print a step's summary on stdout: `key: value` lines, then what its `render` makes of
+    the keys listed in its DETAIL (a table, say)."""
+    module = modules()[step_type]
+    detail = getattr(module, "DETAIL", ())
+    ui.summary(title, {k: v for k, v in summary.items() if k not in detail})
+    render = getattr(module, "render", None)
+    if render is not None:
+        ui.text(render(summary))

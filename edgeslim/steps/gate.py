@@ -57,14 +57,24 @@ def run(src: Path, cfg: Config, out: Path) -> dict[str, Any]:
     manifest = artifacts.read_manifest(src)
     step = {"type": "gate", "config": cfg.model_dump(mode="json"), "budgets": rows}
     artifacts.write_json(out / artifacts.MANIFEST, artifacts.append_step(manifest, step))
-    print(publish(rows, None))
+    publish(rows, None)
     summary: dict[str, Any] = {
         "passed": sum(r["passed"] for r in rows),
         "failed": sum(not r["passed"] for r in rows),
+        "budgets": rows,
     }
     if _failed(rows):
         summary["budget_not_met"] = _failed(rows)
     return summary
+
+
+# The summary's budget rows are shown as the table (steps.present), not as a key: value line.
+DETAIL = ("budgets",)
+
+
+def render(summary: dict[str, Any]) -> str:
+    """The budgets table of a gate step's summary."""
+    return gate.table(summary.get("budgets", []))
 
 
 def command(

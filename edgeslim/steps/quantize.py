@@ -335,10 +335,7 @@ def run(src: Path, cfg: Config, out: Path) -> dict[str, Any]:
         **{f"{k}.{m}": v for k, e in fidelity.items() for m, v in e.items()},
     }
     if layers:
-        ui.note(
-            "per-layer SQNR vs fp32 (dB): "
-            + ", ".join(f"{_layer_label(r['tensor'])} {r['sqnr_db']}" for r in layers)
-        )
+        summary["sqnr_db"] = ", ".join(f"{_layer_label(r['tensor'])} {r['sqnr_db']}" for r in layers)
     worst = min(layers, key=lambda r: r["sqnr_db"], default=None)
     if worst:
         summary["worst_layer"] = f"{worst['tensor']} ({worst['sqnr_db']} dB)"

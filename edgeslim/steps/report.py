@@ -26,6 +26,11 @@ class Config(StepConfig):
     limit: int | None = Field(None, gt=0, description="Evaluate the first N examples only.")
     measure: bool = Field(True, description="Bench (t1 b1 s128) artifacts that have no latency yet.")
     runs: int = Field(QUICK_RUNS, ge=10, description="Runs per artifact when measuring.")
+    metric: str | None = Field(
+        None,
+        description="The headline metric, e.g. accuracy or sst2:dev:accuracy (default: the one the "
+        "recipe's gate checks, else the first metric of the subject's first eval step).",
+    )
     baselines: bool = Field(
         True,
         description="In a recipe: measure the result side by side with the teacher's fp32 and plain int8, "
@@ -58,10 +63,17 @@ def _bench_cells(files: tuple[Path, ...]) -> dict[str, list[dict[str, Any]]]:
     return cells
 
 
-def build(paths: list[Path], cfg: Config, name: str | None = None, beside: tuple[Beside, ...] = ()) -> Any:
+def build(
+    paths: list[Path],
+    cfg: Config,
+    name: str | None = None,
+    beside: tuple[Beside, ...] = (),
+    headline: str | None = None,
+) -> Any:
     """The Report over `paths` (artifact directories; the first one is named `name` when given),
     with `beside` first (a recipe's baselines): then every artifact is measured side by side on
-    the bench grid of the first one's bench step and evaluated like its eval steps."""
+    the bench grid of the first one's bench step and evaluated like its eval steps. The headline
+    metric is cfg.metric, else `headline` (a recipe's gate metric), else the subject's eval's."""
     from edgeslim import report
     from edgeslim.environment import snapshot
 
@@ -82,7 +94,28 @@ def build(paths: list[Path], cfg: Config, name: str | None = None, beside: tuple
 
         extra = EvalConfig(data=cfg.data, limit=cfg.limit, bootstrap=QUICK_BOOTSTRAP)
         entries = [_with_metrics(e, [extra]) for e in entries]
-    return report.build(entries, snapshot())
+    built = report.build(entries, snapshot(), cfg.metric or headline or eval_headline(paths[0]))
+    if cfg.metric and not _names(built.primary_metric, cfg.metric):
+        shared = set.intersection(*(set(e.metrics) for e in entries))
+        raise InputError(
+            f"metric '{cfg.metric}' is not reported for every artifact; shared: "
+            + (", ".join(sorted(shared)) or "none (add an eval step or --data)")
+        )
+    return built
+
+
+def _names(chosen: str | None, asked: str) -> bool:
+    return chosen is not None and (chosen == asked or chosen.rsplit(":", 1)[-1] == asked.rsplit(":", 1)[-1])
+
+
+def eval_headline(subject: Path) -> str | None:
+    """data:metric of the first metric the subject's first eval step reported, or None."""
+    manifest = artifacts.read_manifest(subject)
+    first = next((s for s in manifest["steps"] if s["type"] == "eval"), None)
+    if first is None:
+        return None
+    metrics = first.get("result", {}).get("metrics", {})
+    return f"{first['config']['data']}:{next(iter(metrics))}" if metrics else None
 
 
 def _cells(models: dict[str, Path], cfg: Config) -> dict[str, list[dict[str, Any]]]:
@@ -156,13 +189,19 @@ def _with_metrics(entry: Any, configs: list[Any]) -> Any:
 
 
 def run(
-    src: Path, cfg: Config, out: Path, name: str | None = None, beside: tuple[Beside, ...] = ()
+    src: Path,
+    cfg: Config,
+    out: Path,
+    name: str | None = None,
+    beside: tuple[Beside, ...] = (),
+    headline: str | None = None,
 ) -> dict[str, Any]:
     """Carry `src` into `out` with the report files (the recipe's closing step); a recipe run
-    names the result `name` and passes its baselines in `beside` (see pipeline.plan)."""
+    names the result `name`, passes its baselines in `beside` and its gate's metric in
+    `headline` (see pipeline.plan)."""
     from edgeslim import report
 
-    built = build([src, *cfg.compare], cfg, name, beside if cfg.baselines else ())
+    built = build([src, *cfg.compare], cfg, name, beside if cfg.baselines else (), headline)
     artifacts.copy_companions(src, out, skip_model=False)
     report.write(built, out)
     manifest = artifacts.read_manifest(src)
@@ -175,6 +214,7 @@ def run(
     artifacts.write_json(out / artifacts.MANIFEST, artifacts.append_step(manifest, step))
     return {
         "report": "report.md, report.html",
+        "primary metric": built.primary_metric or "none shared",
         "artifacts": len(built.artifacts),
         "plots": ", ".join(report.read(out / "report.json").plots),
     }
@@ -194,6 +234,7 @@ def command(
     limit: Annotated[int | None, _option("limit")] = None,
     measure: Annotated[bool | None, _option("measure")] = None,
     runs: Annotated[int | None, _option("runs")] = None,
+    metric: Annotated[str | None, _option("metric")] = None,
     force: Force = False,
     dry_run: DryRun = False,
 ) -> None:
@@ -210,6 +251,7 @@ def command(
         limit=limit,
         measure=measure,
         runs=runs,
+        metric=metric,
     )
     if dry_run:
         print(as_recipe_step(cfg), end="")

@@ -354,8 +354,6 @@ def run(src: str, cfg: Config, out: Path, timer: Timer = measure) -> dict[str, A
     }
     write_outputs(out, result, cfg)
     artifacts.write_json(out / RECORD, {"type": "shapes", **result, **snapshot()})
-    for line in shapes.lines(rows, reference, _setting(cfg), _target(cfg)):
-        ui.note(line)
     return summarize(result, cfg)
 
 
@@ -374,7 +372,17 @@ def summarize(result: dict[str, Any], cfg: Config) -> dict[str, Any]:
         summary["chosen"] = shapes.brief(next(r for r in rows if r["name"] == result["chosen"]))
     if not kept:
         summary["budget_not_met"] = _none_kept(reference, cfg)
+    summary["view"] = "\n".join(shapes.lines(rows, reference, _setting(cfg), _target(cfg)))
     return summary
+
+
+# The summary's `view` (the teacher, the target and the Pareto sets) is shown as text (steps.present).
+DETAIL = ("view",)
+
+
+def render(summary: dict[str, Any]) -> str:
+    """The shapes step's terminal view."""
+    return str(summary.get("view", ""))
 
 
 def _setting(cfg: Config) -> str:
