@@ -17,9 +17,12 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[full,minilm,dev]'
 	touch $(STAMP)
 
+# edgeslim is installed editable: byte-compile it here, since a PYTHONDONTWRITEBYTECODE
+# environment would otherwise recompile every module at each start (fast when up to date).
 install: $(STAMP)
+	$(BIN)/python -m compileall -q edgeslim
 
-demo: $(STAMP)
+demo: install
 	$(BIN)/edgeslim doctor
 	$(BIN)/edgeslim run recipes/minilm-int8.yaml
 	@# the summary is printed even when the gate fails (exit 6); make then exits with run's status
@@ -28,7 +31,7 @@ demo: $(STAMP)
 	echo "SST-2 student: artifact out/sst2-student-int8, report out/sst2-student-int8/report.html"; \
 	echo; $(BIN)/edgeslim summary out/sst2-student-int8; exit $$status
 
-lint: $(STAMP)
+lint: install
 	$(BIN)/ruff check edgeslim tests tools
 	$(BIN)/mypy edgeslim
 
@@ -37,3 +40,4 @@ test: lint
 
 clean:
 	rm -rf out .pytest_cache .mypy_cache .ruff_cache
+	find edgeslim -name __pycache__ -type d -exec rm -rf {} +

@@ -3,11 +3,12 @@
 Where things live. Three layers; a module imports only its own layer and those below
 (tests/test_layers.py checks it, and that there is no import cycle):
 
-runner      cli.py             the typer app (each step's command, run, recipe-schema, summary, ...)
+runner      cli.py             the typer app (each step's command, loaded when used; run, summary, ...)
             pipeline.py        a recipe's run: plan, cache keys, reuse or run each step, report
             recipe.py          Recipe: YAML -> validated model; steps: the step configs tagged by type
-steps       steps/__init__.py  the step registry and run_single (one step into one output)
-            steps/NAME.py      one per step type: Config, run(src, cfg, out), command
+steps       steps/__init__.py  the step registry, run_single (one step into one output), present
+            steps/NAME.py      one per step type: Config, run(src, cfg, out) -> summary (prints
+                               nothing), command (the CLI), optionally render (summary -> text)
 library     config.py          StepConfig (base of every step Config), make_config, explain
             train/             the training layer: configs, loop, checkpoint, task glue, batches,
                                losses, students, distillation runs (see train/__init__.py)
@@ -41,8 +42,9 @@ library     config.py          StepConfig (base of every step Config), make_conf
             doctor.py          `edgeslim doctor`'s checks
             errors.py          EdgeslimError and its exit codes
             defaults.py        numbers several modules share: runs, bootstrap, parity tolerances
-            options.py         typer options made from config fields; aliases commands share
-            ui.py              terminal output
+            options.py         typer options made from config fields (the training flags too)
+            flags.py           plain option aliases commands share (--output, --force, --json, ...)
+            ui.py              terminal output (only the runner layer and the commands print)
 """
 
 __version__ = "0.1.0"

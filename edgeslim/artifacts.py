@@ -310,3 +310,20 @@ def inside(path: Path, root: Path) -> bool:
         return path.resolve().is_relative_to(root.resolve())
     except (OSError, RuntimeError):  # a symlink loop (RuntimeError before Python 3.13)
         return False
+
+
+class Phases:
+    """Wall seconds per named phase of a step (`with phases("export"): ...`; a phase run twice
+    adds up), recorded in the manifest as `phases_s` (tools/bench_export.py reads them)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            spent = time.perf_counter() - start
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + spent, 3)

@@ -12,12 +12,43 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from edgeslim import steps
 from edgeslim.errors import EXIT_CODES, EdgeslimError, Terminated, raise_terminated
-from edgeslim.options import Force, Json
+from edgeslim.flags import Force, Json
+
+
+class _Commands(TyperGroup):
+    """The command group; a step's command is built when it runs or its own --help is asked for.
+
+    The group's --help lists every step from steps.STEPS with the docstring read from its source
+    (steps.command_help), so it imports no step, no pydantic config and no library module.
+    """
+
+    def _load(self, name: str) -> None:
+        if name in steps.STEPS and name not in self.commands:
+            step = steps.module(name)
+            one = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+            one.command(name, help=step.command.__doc__)(guarded(step.command))
+            self.commands[name] = typer.main.get_command(one)
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return [*steps.STEPS, *(name for name in super().list_commands(ctx) if name not in steps.STEPS)]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name in steps.STEPS and cmd_name not in self.commands:  # listed in the group's help
+            return TyperCommand(cmd_name, help=steps.command_help(cmd_name))
+        return super().get_command(ctx, cmd_name)
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> tuple[str | None, Any, list[str]]:
+        if args:
+            self._load(args[0])
+        return super().resolve_command(ctx, args)
+
 
 app = typer.Typer(
+    cls=_Commands,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -64,10 +95,6 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(1) from None
 
     return wrapper
-
-
-for _name, _module in steps.modules().items():
-    app.command(_name, help=_module.command.__doc__)(guarded(_module.command))
 
 
 @app.command()

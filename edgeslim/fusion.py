@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -107,17 +106,24 @@ def optimize(src: Path, cfg: OptimizeConfig, out: Path) -> dict[str, Any]:
     arch = models.arch_of(config)
     if not (src / artifacts.REFERENCE).is_file():
         raise InputError(f"{src} has no {artifacts.REFERENCE}: re-export the artifact (parity needs it)")
-    start = time.perf_counter()
+    phases = artifacts.Phases()
     artifacts.copy_companions(src, out)
-    report, check = _fuse(src, out, arch, config, cfg, shape_inference=False), None
+    with phases("fuse"):  # importing onnxruntime's transformers optimizer is part of it
+        report, check = _fuse(src, out, arch, config, cfg, shape_inference=False), None
     try:
-        check = parity.check_artifact(out / artifacts.MODEL, out / artifacts.REFERENCE, cfg.atol, cfg.rtol)
+        with phases("parity"):
+            check = parity.check_artifact(
+                out / artifacts.MODEL, out / artifacts.REFERENCE, cfg.atol, cfg.rtol
+            )
     except ParityError:
         report = {}
     if not report.get("full"):
-        report = _fuse(src, out, arch, config, cfg, shape_inference=True)
-        check = parity.check_artifact(out / artifacts.MODEL, out / artifacts.REFERENCE, cfg.atol, cfg.rtol)
-    duration = time.perf_counter() - start
+        with phases("fuse with shape inference"):
+            report = _fuse(src, out, arch, config, cfg, shape_inference=True)
+        with phases("parity"):
+            check = parity.check_artifact(
+                out / artifacts.MODEL, out / artifacts.REFERENCE, cfg.atol, cfg.rtol
+            )
     if not arch.fuses_attention:
         report["note"] = (
             f"{config['model_type']}: onnxruntime has no fused attention for this "
@@ -139,7 +145,8 @@ def optimize(src: Path, cfg: OptimizeConfig, out: Path) -> dict[str, Any]:
         "config": cfg.model_dump(),
         "fusion": report,
         "parity": check,
-        "duration_s": round(duration, 3),
+        "duration_s": round(sum(phases.seconds.values()), 3),
+        "phases_s": phases.seconds,
     }
     artifacts.write_json(out / artifacts.MANIFEST, artifacts.append_step(manifest, step))
     coverage = {

@@ -345,6 +345,32 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor
     return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
 
 
+def import_transformers() -> Any:
+    """transformers, imported without scikit-learn, its errors logged only.
+
+    transformers' generation utilities import sklearn.metrics at module load when scikit-learn
+    is installed (generation/candidate_generator.py, for assisted generation's confidence
+    threshold, which edgeslim never uses): ~1-1.5 s of every command that loads a model here.
+    Hidden while transformers' package loads, it is recorded as absent (import_utils checks
+    find_spec once), so the generation utilities skip it; it is put back afterwards, so anything
+    else (seqeval) still imports it when it needs it.
+    """
+    import sys
+
+    hidden = "sklearn" not in sys.modules
+    if hidden:
+        sys.modules["sklearn"] = None  # type: ignore[assignment]  # find_spec() -> None: "not installed"
+    try:
+        import transformers  # import_utils records is_sklearn_available() now, once
+    except ImportError:
+        raise MissingDependency("transformers is not installed: pip install 'edgeslim[full]'") from None
+    finally:
+        if hidden and sys.modules.get("sklearn", 0) is None:
+            del sys.modules["sklearn"]
+    transformers.logging.set_verbosity_error()
+    return transformers
+
+
 def load(path: Path, task: str, allow_pickle: bool = False, labels: list[str] | None = None) -> Any:
     """Load the transformers model for `task` from a checked local directory (eval mode).
 
@@ -353,11 +379,7 @@ def load(path: Path, task: str, allow_pickle: bool = False, labels: list[str] | 
         raise InputError(f"unknown task '{task}': choose one of {', '.join(TASKS)}")
     check_tokenizer(path, read_config(path))
     weights = weight_files(path, allow_pickle)
-    try:
-        import transformers
-    except ImportError:
-        raise MissingDependency("transformers is not installed: pip install 'edgeslim[full]'") from None
-    transformers.logging.set_verbosity_error()
+    transformers = import_transformers()
     auto: Any = {
         "feature-extraction": transformers.AutoModel,
         "sequence-classification": transformers.AutoModelForSequenceClassification,

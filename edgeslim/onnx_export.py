@@ -4,7 +4,6 @@ PyTorch at shapes tracing never saw (the export step's Config and run)."""
 from __future__ import annotations
 
 import inspect as pyinspect
-import time
 import warnings
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -128,28 +127,30 @@ def export(src: str, cfg: ExportConfig, out: Path) -> dict[str, Any]:
 
     from edgeslim import parity
 
+    phases = artifacts.Phases()
     path = models.resolve(src)
     config = models.read_config(path)
     weights = models.weight_files(path, cfg.allow_pickle)
-    model = models.load(path, cfg.task, cfg.allow_pickle)
+    with phases("load"):  # importing torch and transformers is most of it
+        model = models.load(path, cfg.task, cfg.allow_pickle)
     pooling = cfg.pooling or models.default_pooling(path)
     inputs, outputs = _io_names(model, cfg.task)
     wrapper = _wrapper(model, cfg.task, pooling, inputs)
-    start = time.perf_counter()
-    _export(wrapper, inputs, outputs, cfg, out / artifacts.MODEL)
-    external = _maybe_external(out / artifacts.MODEL, cfg)
-    export_s = time.perf_counter() - start
+    with phases("export"):
+        _export(wrapper, inputs, outputs, cfg, out / artifacts.MODEL)
+        external = _maybe_external(out / artifacts.MODEL, cfg)
 
     max_len = models.max_length(path, config)
     cases = parity.make_inputs(inputs, int(config["vocab_size"]), models.pad_id(config), max_len)
-    with torch.no_grad():
+    with phases("reference"), torch.no_grad():  # PyTorch's outputs at the parity shapes
         golden = []
         for feeds in cases:
             result = wrapper(*(torch.from_numpy(feeds[n]) for n in inputs))
             result = result if isinstance(result, tuple) else (result,)
             golden.append({n: r.numpy().astype(np.float32) for n, r in zip(outputs, result, strict=True)})
-    parity.save_reference(out / artifacts.REFERENCE, cases, golden)
-    report = parity.check_artifact(out / artifacts.MODEL, out / artifacts.REFERENCE, cfg.atol, cfg.rtol)
+        parity.save_reference(out / artifacts.REFERENCE, cases, golden)
+    with phases("parity"):  # onnxruntime's, compared
+        report = parity.check_artifact(out / artifacts.MODEL, out / artifacts.REFERENCE, cfg.atol, cfg.rtol)
 
     model.config.save_pretrained(out)
     tokenizer = models.save_tokenizer(path, out)
@@ -168,7 +169,8 @@ def export(src: str, cfg: ExportConfig, out: Path) -> dict[str, Any]:
         "type": "export",
         "config": cfg.model_dump(),
         "parity": report,
-        "duration_s": round(export_s, 3),
+        "duration_s": phases.seconds["export"],
+        "phases_s": phases.seconds,
         "external_data": external,
     }
     artifacts.write_json(out / artifacts.MANIFEST, artifacts.append_step(manifest, step))
@@ -176,5 +178,5 @@ def export(src: str, cfg: ExportConfig, out: Path) -> dict[str, Any]:
         "parity_max_abs_diff": report["max_abs_diff"],
         "external_data": external,
         "size_mb": round(artifacts.artifact_size(out) / 1e6, 2),
-        "export_s": round(export_s, 2),
+        "export_s": round(phases.seconds["export"], 2),
     }

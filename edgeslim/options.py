@@ -21,14 +21,6 @@ from rich.markup import escape
 
 from edgeslim.train.config import TrainConfig, Weights
 
-Output = Annotated[Path, typer.Option("--output", "-o", help="Artifact directory to write.")]
-Force = Annotated[bool, typer.Option("--force", help="Replace the output if it exists.")]
-Json = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
-DryRun = Annotated[
-    bool, typer.Option("--dry-run", help="Print the recipe step this would run (YAML); run nothing.")
-]
-ArtifactArg = Annotated[Path, typer.Argument(help="An edgeslim artifact directory.")]
-
 
 def choices(annotation: Any) -> tuple[Any, ...]:
     """The values of a Literal annotation (also inside `X | None`), else ()."""

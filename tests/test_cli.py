@@ -11,19 +11,51 @@ from edgeslim.errors import EXIT_CODES
 
 
 def test_help_imports_nothing_heavy() -> None:
+    """`edgeslim --help` lists every step without importing one (nor pydantic); a step's own
+    --help imports that step only; neither imports torch, transformers or onnxruntime."""
     code = (
         "import sys\n"
         "from typer.testing import CliRunner\n"
         "from edgeslim.cli import app\n"
+        "heavy = ('torch', 'transformers', 'onnxruntime', 'onnx', 'optimum', 'pydantic', 'edgeslim.config')\n"
         "r = CliRunner().invoke(app, ['--help'])\n"
         "assert r.exit_code == 0, r.output\n"
+        "assert 'quantize' in r.output and 'Quantize an artifact' in r.output, r.output\n"
+        "print(sorted(m for m in sys.modules if m in heavy or m.startswith('edgeslim.steps.')))\n"
         "r = CliRunner().invoke(app, ['export', '--help'])\n"
-        "assert r.exit_code == 0, r.output\n"
-        "print(sorted(m for m in ('torch', 'transformers', 'onnxruntime', 'onnx', 'optimum')"
-        " if m in sys.modules))\n"
+        "assert r.exit_code == 0 and '--opset' in r.output, r.output\n"
+        "print(sorted(m for m in sys.modules if m in heavy[:5] or m.startswith('edgeslim.steps.')))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "[]"
+    assert done.stdout.split("\n")[:2] == ["[]", "['edgeslim.steps.export']"]
+
+
+def test_the_group_help_reads_each_steps_docstring_from_its_source() -> None:
+    import inspect
+
+    from edgeslim import steps
+
+    for name, module in steps.modules().items():
+        assert steps.command_help(name) == inspect.cleandoc(module.command.__doc__ or ""), name
+        assert steps.command_help(name), name
+
+
+def test_transformers_is_imported_without_scikit_learn() -> None:
+    """transformers' generation utilities would import sklearn (~1.5 s); models.import_transformers
+    hides it while transformers loads and puts it back for whoever needs it later (seqeval)."""
+    pytest.importorskip("sklearn")
+    code = (
+        "import sys\n"
+        "from edgeslim import models\n"
+        "transformers = models.import_transformers()\n"
+        "from transformers import BertModel\n"
+        "from transformers.utils import is_sklearn_available\n"
+        "print('sklearn' in sys.modules, is_sklearn_available())\n"
+        "import sklearn.metrics\n"
+        "print('sklearn' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False", "False", "True"]
 
 
 def test_doctor_json(monkeypatch: pytest.MonkeyPatch) -> None:

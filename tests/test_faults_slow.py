@@ -96,9 +96,7 @@ def _cases(tiny: Path, seq: Path, fused: Path, work: Path) -> list[Case]:
             deterministic=False,
         ),
         Case("report", ["report", str(fused), "-o", "OUT"], deterministic=False),
-        Case(
-            "gate", ["gate", str(fused), "--budgets", str(budgets), "--junit", "OUT"], output="xml"
-        ),
+        Case("gate", ["gate", str(fused), "--budgets", str(budgets), "--junit", "OUT"], output="xml"),
         Case("recipe run", ["run", str(recipe), "-o", "OUT"]),
     ]
 
@@ -133,6 +131,4 @@ def test_sigkill_at_random_moments(
     killed = sum(bool(k["killed"]) for k in done.kills)
     resumed = sum(bool(k["resumed"]) for k in done.kills)
     moments = [f"{k['at_s']} s" if "at_s" in k else f"step {k['at_step']}" for k in done.kills]
-    print(
-        f"\n{name}: {killed}/{kills} killed mid-run at {moments}, {resumed} resumed from a checkpoint"
-    )
+    print(f"\n{name}: {killed}/{kills} killed mid-run at {moments}, {resumed} resumed from a checkpoint")

@@ -18,6 +18,7 @@ def test_tiny_bert_fuses_fully(bert_fused: Path) -> None:
     ops = Counter(n.op_type for n in inspection.load_graph(bert_fused / "model.onnx").graph.node)
     assert (ops["Attention"], ops["SkipLayerNormalization"], ops["EmbedLayerNormalization"]) == (2, 4, 1)
     assert "Softmax" not in ops  # the record matches the graph: no unfused attention left
+    assert list(step["phases_s"]) == ["fuse", "parity"]  # one pass: fused fully, parity held
 
 
 def test_unfusable_attention_fails_require_full_fusion(

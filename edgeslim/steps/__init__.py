@@ -13,7 +13,7 @@
                 (options.field_option), builds the Config, calls run_single; --dry-run
                 prints the Config as a recipe step instead
 
-Adding a step = one new file, one line in STEP_MODULES and its Config in recipe.Step (the
+Adding a step = one new file, one line in STEPS and its Config in recipe.Step (the
 tagged union a recipe's steps are; tests/test_recipe.py checks the two agree). Modules import
 torch, transformers and onnxruntime only inside functions, so loading the registry stays cheap.
 """
@@ -25,34 +25,57 @@ import time
 from functools import cache
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edgeslim import artifacts, ui
-from edgeslim.config import StepConfig
-from edgeslim.errors import BudgetNotMet
+if TYPE_CHECKING:
+    from edgeslim.config import StepConfig
 
-STEP_MODULES: tuple[str, ...] = (
-    "finetune",
-    "distill",
-    "shapes",
-    "prune",
-    "simplify",
-    "export",
-    "optimize",
-    "quantize",
-    "evaluate",
-    "benchmark",
-    "gate",
-    "report",
-    "inspect",
-)
+# Step type (its Config's `type`, also the CLI command) -> its module here, in registry order.
+# Written out so that the CLI can list the commands without importing any step (a fast --help).
+STEPS: dict[str, str] = {
+    "finetune": "finetune",
+    "distill": "distill",
+    "shapes": "shapes",
+    "prune": "prune",
+    "simplify": "simplify",
+    "export": "export",
+    "optimize": "optimize",
+    "quantize": "quantize",
+    "eval": "evaluate",
+    "bench": "benchmark",
+    "gate": "gate",
+    "report": "report",
+    "inspect": "inspect",
+}
+
+
+def module(step_type: str) -> ModuleType:
+    """The module of one step type (imports that step only)."""
+    loaded = importlib.import_module(f"edgeslim.steps.{STEPS[step_type]}")
+    declared = loaded.Config.model_fields["type"].default
+    if declared != step_type:
+        raise RuntimeError(
+            f"edgeslim.steps.{STEPS[step_type]}: Config.type is {declared!r}, not {step_type!r}"
+        )
+    return loaded
 
 
 @cache
 def modules() -> dict[str, ModuleType]:
-    """Step type (its Config's `type`, also the CLI command) -> module, in registry order."""
-    loaded = [importlib.import_module(f"edgeslim.steps.{name}") for name in STEP_MODULES]
-    return {module.Config.model_fields["type"].default: module for module in loaded}
+    """Step type -> module, in registry order (imports every step)."""
+    return {step_type: module(step_type) for step_type in STEPS}
+
+
+def command_help(step_type: str) -> str:
+    """The docstring of a step's `command`, read from its source without importing or parsing
+    it (a regular expression: ast would cost ~60 ms of --help; tests/test_cli.py checks that
+    this equals the imported docstring for every step)."""
+    import inspect
+    import re
+
+    text = Path(__file__).with_name(f"{STEPS[step_type]}.py").read_text(encoding="utf-8")
+    found = re.search(r'^def command\(.*?\) -> None:\n    """(.*?)"""', text, re.DOTALL | re.MULTILINE)
+    return inspect.cleandoc(found.group(1)) if found else ""
 
 
 def as_recipe_step(cfg: StepConfig) -> str:
@@ -67,15 +90,18 @@ def run_single(
 ) -> dict[str, Any]:
     """Run one step from `src` into `out` (written atomically) and print its summary; with
     `dry_run`, print the recipe step instead and touch nothing."""
+    from edgeslim import artifacts
+    from edgeslim.errors import BudgetNotMet
+
     if dry_run:
         print(as_recipe_step(cfg), end="")
         return {}
-    module = modules()[cfg.type]
+    step = module(cfg.type)
     if not cfg.takes_model:
         artifacts.read_manifest(Path(src))  # fail early on a non-artifact
     start = time.perf_counter()
     with artifacts.staging(out, force, resumable=cfg.resumable) as tmp:
-        result: dict[str, Any] = module.run(src, cfg, tmp)
+        result: dict[str, Any] = step.run(src, cfg, tmp)
     result["wall_s"] = round(time.perf_counter() - start, 2)
     if not artifacts.is_main_process():  # a non-zero rank of a distributed run
         return result
@@ -88,9 +114,11 @@ def run_single(
 def present(step_type: str, title: str, summary: dict[str, Any]) -> None:
     """Print a step's summary on stdout: `key: value` lines, then what its `render` makes of
     the keys listed in its DETAIL (a table, say)."""
-    module = modules()[step_type]
-    detail = getattr(module, "DETAIL", ())
+    from edgeslim import ui
+
+    step = module(step_type)
+    detail = getattr(step, "DETAIL", ())
     ui.summary(title, {k: v for k, v in summary.items() if k not in detail})
-    render = getattr(module, "render", None)
+    render = getattr(step, "render", None)
     if render is not None:
         ui.text(render(summary))

@@ -12,7 +12,8 @@ from edgeslim import artifacts
 from edgeslim.config import StepConfig
 from edgeslim.defaults import BENCH_RUNS, BENCH_WARMUP
 from edgeslim.errors import InputError
-from edgeslim.options import DryRun, Json, field_option, positive_list
+from edgeslim.flags import DryRun, Json
+from edgeslim.options import field_option, positive_list
 
 Positive = Annotated[int, Field(gt=0)]
 

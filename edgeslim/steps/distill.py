@@ -11,6 +11,7 @@ import typer
 
 from edgeslim.augment import Augment
 from edgeslim.errors import InputError
+from edgeslim.flags import DryRun, Force, Output
 from edgeslim.options import (
     Alpha,
     Attention,
@@ -18,12 +19,10 @@ from edgeslim.options import (
     Cosine,
     Data,
     DataDir,
-    DryRun,
     Epochs,
     Eval,
     EvalEvery,
     EvalSize,
-    Force,
     GradAccum,
     Hidden,
     Kl,
@@ -34,7 +33,6 @@ from edgeslim.options import (
     MinConfidence,
     Mse,
     Nll,
-    Output,
     PairColumn,
     Patience,
     Precision,

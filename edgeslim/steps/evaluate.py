@@ -10,7 +10,8 @@ from pydantic import Field
 from edgeslim import artifacts
 from edgeslim.config import StepConfig
 from edgeslim.defaults import BOOTSTRAP, QUICK_BOOTSTRAP
-from edgeslim.options import ArtifactArg, DryRun, Json, field_option
+from edgeslim.flags import ArtifactArg, DryRun, Json
+from edgeslim.options import field_option
 
 
 class Config(StepConfig):

@@ -9,8 +9,9 @@ from typing import Annotated, Any
 import typer
 
 from edgeslim import onnx_export
+from edgeslim.flags import DryRun, Force, Output
 from edgeslim.onnx_export import ExportConfig
-from edgeslim.options import DryRun, Force, Output, field_option
+from edgeslim.options import field_option
 
 Config = ExportConfig  # defined beside the export it configures
 

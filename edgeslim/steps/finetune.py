@@ -9,22 +9,20 @@ import typer
 from pydantic import Field
 
 from edgeslim import artifacts, models
+from edgeslim.flags import DryRun, Force, Output
 from edgeslim.options import (
     BatchSize,
     Data,
     DataDir,
-    DryRun,
     Epochs,
     Eval,
     EvalEvery,
     EvalSize,
-    Force,
     GradAccum,
     LabelColumn,
     Lr,
     MaxLength,
     MaxSteps,
-    Output,
     PairColumn,
     Patience,
     Precision,

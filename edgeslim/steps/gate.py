@@ -12,7 +12,8 @@ from pydantic import Field
 from edgeslim import artifacts, gate
 from edgeslim.config import StepConfig
 from edgeslim.errors import BudgetNotMet
-from edgeslim.options import ArtifactArg, DryRun, Json, field_option
+from edgeslim.flags import ArtifactArg, DryRun, Json
+from edgeslim.options import field_option
 
 
 class Config(StepConfig):

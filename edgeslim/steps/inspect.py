@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from edgeslim import artifacts
 from edgeslim.config import StepConfig
-from edgeslim.options import ArtifactArg, DryRun, Json
+from edgeslim.flags import ArtifactArg, DryRun, Json
 
 
 class Config(StepConfig):

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from edgeslim import fusion
+from edgeslim.flags import ArtifactArg, DryRun, Force, Output
 from edgeslim.fusion import OptimizeConfig
-from edgeslim.options import ArtifactArg, DryRun, Force, Output, field_option
+from edgeslim.options import field_option
 
 Config = OptimizeConfig  # defined beside the fusion it configures
 

@@ -12,7 +12,8 @@ from pydantic import Field
 from edgeslim import artifacts, models, ui
 from edgeslim.config import StepConfig
 from edgeslim.errors import InputError
-from edgeslim.options import ArtifactArg, DryRun, Force, Output, field_option
+from edgeslim.flags import ArtifactArg, DryRun, Force, Output
+from edgeslim.options import field_option
 
 Quantizer = Callable[[list[str], Path], None]  # (nodes to keep fp32, output path)
 GELU_OPS = ("BiasGelu", "Gelu", "FastGelu", "BiasFastGelu", "QuickGelu")

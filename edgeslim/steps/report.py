@@ -13,7 +13,8 @@ from edgeslim import artifacts
 from edgeslim.config import StepConfig
 from edgeslim.defaults import QUICK_BOOTSTRAP, QUICK_RUNS, QUICK_WARMUP
 from edgeslim.errors import InputError
-from edgeslim.options import DryRun, Force, Output, field_option
+from edgeslim.flags import DryRun, Force, Output
+from edgeslim.options import field_option
 
 
 class Config(StepConfig):

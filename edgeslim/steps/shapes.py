@@ -22,17 +22,15 @@ from edgeslim import artifacts, models, shapes, ui
 from edgeslim.config import StepConfig
 from edgeslim.defaults import QUICK_RUNS, QUICK_WARMUP
 from edgeslim.errors import BudgetNotMet, InputError
+from edgeslim.flags import DryRun, Force, Output
 from edgeslim.options import (
     Alpha,
     Attention,
     Cosine,
-    DryRun,
-    Force,
     Kl,
     MinConfidence,
     Mse,
     Nll,
-    Output,
     SoftCe,
     Temperature,
     field_option,
@@ -141,10 +139,10 @@ def build(teacher: Path, shape: Shape, task: str, seed: int, out: Path, texts: l
     into `out`; with `texts`, its vocabulary trimmed to them. Returns (parameters, parameters
     outside the embedding tables)."""
     import torch
-    import transformers
 
     from edgeslim import simplify
 
+    transformers = models.import_transformers()
     config = transformers.AutoConfig.from_pretrained(teacher, local_files_only=True)
     for field, (key, alt) in shapes.KEYS.items():
         setattr(config, key if hasattr(config, key) else alt, getattr(shape, field))

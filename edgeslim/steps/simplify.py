@@ -12,7 +12,8 @@ from pydantic import Field
 from edgeslim import models
 from edgeslim.config import StepConfig
 from edgeslim.errors import InputError
-from edgeslim.options import DryRun, Force, Output, field_option
+from edgeslim.flags import DryRun, Force, Output
+from edgeslim.options import field_option
 
 
 class Config(StepConfig):
