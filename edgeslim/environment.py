@@ -5,7 +5,10 @@ Reads package metadata and /proc/cpuinfo only, so it never imports torch or onnx
 
 from __future__ import annotations
 
+import contextlib
 import platform
+import sys
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 
@@ -83,3 +86,24 @@ def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, object]:
 def snapshot() -> dict[str, object]:
     """Versions and CPU, recorded in every manifest step."""
     return {"versions": versions(), "cpu": cpu_info()}
+
+
+@contextlib.contextmanager
+def hidden(name: str) -> Iterator[None]:
+    """Make the not-yet-imported package `name` look absent while a block imports a library
+    that would import it only because it is installed (find_spec() is None, an import fails);
+    it is put back afterwards. A no-op when `name` is already imported.
+
+    Used for transformers' scikit-learn (models.import_transformers) and onnxruntime.tools'
+    torch (quantization.preprocess): its __init__ imports its PyTorch export helpers, and so
+    torch, whenever torch is installed (microsoft/onnxruntime#10858), ~1.5 s of a quantize.
+    """
+    if name in sys.modules:
+        yield
+        return
+    sys.modules[name] = None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        if name in sys.modules and sys.modules[name] is None:
+            del sys.modules[name]

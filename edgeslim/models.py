@@ -350,25 +350,36 @@ def import_transformers() -> Any:
 
     transformers' generation utilities import sklearn.metrics at module load when scikit-learn
     is installed (generation/candidate_generator.py, for assisted generation's confidence
-    threshold, which edgeslim never uses): ~1-1.5 s of every command that loads a model here.
+    threshold, which edgeslim never uses): 1-1.5 s of every command that loads a model here.
     Hidden while transformers' package loads, it is recorded as absent (import_utils checks
-    find_spec once), so the generation utilities skip it; it is put back afterwards, so anything
-    else (seqeval) still imports it when it needs it.
+    find_spec once), so the generation utilities skip it; it is back afterwards for whoever
+    needs it (seqeval).
     """
-    import sys
+    from edgeslim.environment import hidden
 
-    hidden = "sklearn" not in sys.modules
-    if hidden:
-        sys.modules["sklearn"] = None  # type: ignore[assignment]  # find_spec() -> None: "not installed"
     try:
-        import transformers  # import_utils records is_sklearn_available() now, once
+        with hidden("sklearn"):
+            import transformers
     except ImportError:
         raise MissingDependency("transformers is not installed: pip install 'edgeslim[full]'") from None
-    finally:
-        if hidden and sys.modules.get("sklearn", 0) is None:
-            del sys.modules["sklearn"]
     transformers.logging.set_verbosity_error()
     return transformers
+
+
+def model_class(config: dict[str, Any], task: str) -> Any:
+    """The transformers class `load` builds for `task` (importing its modeling code), or None
+    when transformers maps none (load then reports the error)."""
+    transformers = import_transformers()
+    from transformers.models.auto import modeling_auto as auto
+
+    names: Any = {
+        "feature-extraction": auto.MODEL_MAPPING_NAMES,
+        "sequence-classification": auto.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
+        "regression": auto.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
+        "token-classification": auto.MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES,
+    }.get(task, {})
+    name = names.get(str(config.get("model_type")))
+    return getattr(transformers, name, None) if name else None
 
 
 def load(path: Path, task: str, allow_pickle: bool = False, labels: list[str] | None = None) -> Any:

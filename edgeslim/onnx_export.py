@@ -122,16 +122,20 @@ def _maybe_external(path: Path, cfg: ExportConfig) -> bool:
 
 def export(src: str, cfg: ExportConfig, out: Path) -> dict[str, Any]:
     """Export `src` (packaged name or HF directory) into the artifact directory `out`."""
-    import numpy as np
-    import torch
-
-    from edgeslim import parity
-
     phases = artifacts.Phases()
     path = models.resolve(src)
     config = models.read_config(path)
     weights = models.weight_files(path, cfg.allow_pickle)
-    with phases("load"):  # importing torch and transformers is most of it
+    with phases("import"):  # torch, transformers (and the model class), onnxruntime
+        import numpy as np
+        import torch
+
+        from edgeslim import parity
+
+        models.import_transformers()
+        models.model_class(config, cfg.task)
+        import onnxruntime  # noqa: F401
+    with phases("load"):
         model = models.load(path, cfg.task, cfg.allow_pickle)
     pooling = cfg.pooling or models.default_pooling(path)
     inputs, outputs = _io_names(model, cfg.task)

@@ -46,6 +46,10 @@ def preprocess(src: Path, dst: Path, external: bool) -> None:
     unfused graphs left a stray <uuid>.data file in the working directory."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    from edgeslim.environment import hidden
+
+    with hidden("torch"):  # see hidden(): torch is not needed to infer shapes
+        import onnxruntime.tools  # noqa: F401
     src, dst = src.resolve(), dst.resolve()
     options = {"skip_optimization": True, "save_as_external_data": external, "all_tensors_to_one_file": True}
     with _inside(dst.parent):

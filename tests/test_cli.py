@@ -101,3 +101,10 @@ def test_readme_exit_code_table_matches_code() -> None:
 
 def test_unknown_command_is_usage_error() -> None:
     assert cli(["frobnicate"]).exit_code == 2
+
+
+def test_a_mistyped_command_is_suggested_from_every_command() -> None:
+    """Step commands are built only when used, so the suggestion must come from the full list."""
+    result = cli(["expor"])
+    assert result.exit_code == 2 and "Did you mean 'export'" in result.output
+    assert "Did you mean 'summary'" in cli(["summry"]).output

@@ -170,3 +170,15 @@ def test_eval_and_bench_run_without_torch(cls_artifact: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout[done.stdout.index("{") :])["cells"]
+
+
+def test_optimize_and_quantize_run_without_torch(bert_fp32: Path, tmp_path: Path) -> None:
+    """Import only what a command uses: fusing and quantizing need onnx and onnxruntime only."""
+    fused, quantized = tmp_path / "fused", tmp_path / "int8"
+    for args in (
+        ["optimize", str(bert_fp32), "-o", str(fused)],
+        ["quantize", str(fused), "-o", str(quantized)],
+    ):
+        done = subprocess.run([sys.executable, "-c", BLOCK_HEAVY, *args], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    assert (quantized / "model.onnx").is_file()

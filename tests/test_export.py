@@ -27,7 +27,13 @@ def test_export_every_architecture_with_parity(
     assert export["parity"]["max_abs_diff"] <= 1e-4
     assert manifest["model_type"] == arch and manifest["source"]["sha256"]
     assert {"torch", "onnxruntime", "transformers"} <= set(export["versions"])
-    assert list(export["phases_s"]) == ["load", "export", "reference", "parity"]  # tools/bench_export.py
+    assert list(export["phases_s"]) == [
+        "import",
+        "load",
+        "export",
+        "reference",
+        "parity",
+    ]  # tools/bench_export.py
     assert (
         all(v >= 0 for v in export["phases_s"].values())
         and export["duration_s"] == export["phases_s"]["export"]

@@ -24,6 +24,7 @@ from collections import Counter
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
+MANIFEST = "edgeslim.json"  # edgeslim.artifacts.MANIFEST (read without importing edgeslim)
 RECIPE = """name: bench-export
 model: minilm
 output: {out}
@@ -51,7 +52,7 @@ def fused_ops(model: Path) -> dict[str, int]:
 
 def phases(artifact: Path) -> dict[str, dict[str, float]]:
     """step type -> its recorded phases (seconds)."""
-    manifest = json.loads((artifact / "edgeslim-manifest.json").read_text())
+    manifest = json.loads((artifact / MANIFEST).read_text())
     return {
         s["type"]: s.get("phases_s", {}) for s in manifest["steps"] if s["type"] in ("export", "optimize")
     }
