@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from edgeslim import artifacts, models
+from edgeslim import artifacts, lowbit, models
 from edgeslim.config import StepConfig
 from edgeslim.defaults import EXTERNAL_DATA_MB, PARITY_ATOL, PARITY_RTOL
 
@@ -135,13 +135,21 @@ def export(src: str, cfg: ExportConfig, out: Path) -> dict[str, Any]:
         models.import_transformers()
         models.model_class(config, cfg.task)
         import onnxruntime  # noqa: F401
+    record = lowbit.read_record(path)  # a qat/binarize output: low-bit layers
     with phases("load"):
         model = models.load(path, cfg.task, cfg.allow_pickle)
     pooling = cfg.pooling or models.default_pooling(path)
     inputs, outputs = _io_names(model, cfg.task)
     wrapper = _wrapper(model, cfg.task, pooling, inputs)
+    lowered: dict[str, Any] | None = None
     with phases("export"):
         _export(wrapper, inputs, outputs, cfg, out / artifacts.MODEL)
+        if record is not None:  # the fake-quantized model is what the graph must compute
+            from edgeslim import lowbit_onnx
+
+            fake = lowbit.load(path, cfg.task)
+            lowered = lowbit_onnx.lower(out / artifacts.MODEL, out / artifacts.MODEL, fake, record)
+            wrapper = _wrapper(fake, cfg.task, pooling, inputs)
         external = _maybe_external(out / artifacts.MODEL, cfg)
 
     max_len = models.max_length(path, config)
@@ -176,6 +184,7 @@ def export(src: str, cfg: ExportConfig, out: Path) -> dict[str, Any]:
         "duration_s": phases.seconds["export"],
         "phases_s": phases.seconds,
         "external_data": external,
+        **({"lowbit": {"method": record["method"], "layers": lowered}} if record and lowered else {}),
     }
     artifacts.write_json(out / artifacts.MANIFEST, artifacts.append_step(manifest, step))
     return {

@@ -25,6 +25,7 @@ from edgeslim.steps.quantize import Config as QuantizeConfig
 from edgeslim.steps.report import Config as ReportConfig
 from edgeslim.steps.shapes import Config as ShapesConfig
 from edgeslim.steps.simplify import Config as SimplifyConfig
+from edgeslim.train.lowbit import BinarizeConfig, QatConfig
 
 # One recipe step: the Config of the step its `type` names (the registry's steps, in its order;
 # tests/test_recipe.py checks that the two agree).
@@ -34,6 +35,8 @@ Step = Annotated[
     | ShapesConfig
     | PruneConfig
     | SimplifyConfig
+    | QatConfig
+    | BinarizeConfig
     | ExportConfig
     | OptimizeConfig
     | QuantizeConfig

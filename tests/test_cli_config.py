@@ -42,7 +42,13 @@ RECIPE_ONLY: dict[tuple[str, FieldPath], str] = {
     ("report", ("compare",)): "the CLI's positional PATHS after the first (checked below)",
 }
 # Nested configs are flat options: the subfield's name after a prefix.
-NESTED = {("distill", "losses"): "", ("distill", "augment"): "augment_", ("shapes", "losses"): ""}
+NESTED = {
+    ("distill", "losses"): "",
+    ("distill", "augment"): "augment_",
+    ("shapes", "losses"): "",
+    ("qat", "losses"): "",
+    ("binarize", "losses"): "",
+}
 RENAMED = {("shapes", ("losses", "hidden")): "hidden_loss"}  # --hidden is shapes' grid of widths
 NO_DEFAULT_SHOWN = {("distill", ("augment", "copies")): "giving --augment-copies turns augmentation on"}
 

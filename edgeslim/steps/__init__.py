@@ -38,6 +38,8 @@ STEPS: dict[str, str] = {
     "shapes": "shapes",
     "prune": "prune",
     "simplify": "simplify",
+    "qat": "qat",
+    "binarize": "binarize",
     "export": "export",
     "optimize": "optimize",
     "quantize": "quantize",

@@ -189,7 +189,8 @@ def train_student(
     result = loop.train(wrapper, loss_fn, batches, evaluate, tasks.METRIC[task], out, settings, run_id, hook)
     stats["student"] = students.shape(student)  # after any pruning: the shape written
     if hook is not None:
-        stats["pruning" if cfg.prune_heads or cfg.prune_ffn else "sparsity"] = hook.report()
+        kind = getattr(hook, "kind", None)  # lowbit.Hook names itself
+        stats[kind or ("pruning" if cfg.prune_heads or cfg.prune_ffn else "sparsity")] = hook.report()
     if not artifacts.is_main_process():  # other ranks of a distributed run write nothing
         return {"rank": result["ranks"]}
     finish(
