@@ -41,6 +41,14 @@ class _Commands(TyperGroup):
             return TyperCommand(cmd_name, help=steps.command_help(cmd_name))
         return super().get_command(ctx, cmd_name)
 
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        # typer's rich error handler prints nothing for "no arguments, show the help" (it expects
+        # its own rich help to be printed already): print the plain help here, exit 2 as before
+        if not args and self.no_args_is_help and not ctx.resilient_parsing:
+            typer.echo(ctx.get_help())
+            ctx.exit(2)
+        return list(super().parse_args(ctx, args))
+
     def format_help(self, ctx: Any, formatter: Any) -> None:
         """The group's own help in click's plain format: typer's rich one imports rich's
         markdown renderer (~0.15 s of a 0.3 s start); each command's help stays rich."""

@@ -1,4 +1,5 @@
-"""What machine and libraries an artifact was made with: versions and CPU flags.
+"""What machine and libraries an artifact was made with (versions and CPU flags), and `hidden`,
+which keeps an installed library from being imported only because it is installed.
 
 Reads package metadata and /proc/cpuinfo only, so it never imports torch or onnxruntime.
 """

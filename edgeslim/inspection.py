@@ -154,6 +154,8 @@ def inspect(target: Path) -> dict[str, Any]:
         "ops": dict(ops.most_common()),
         "quantized_ops": {k: ops[k] for k in QUANT_OPS if ops[k]},
     }
+    kinds = _lowbit_kinds(manifest)
+    result["weight_bits"] = weight_bits(graph, kinds)
     config_path = directory / "config.json"
     if config_path.exists():
         from edgeslim.models import read_json
@@ -162,6 +164,57 @@ def inspect(target: Path) -> dict[str, Any]:
     if manifest is not None:
         result["manifest"] = summarize_manifest(manifest)
     return result
+
+
+def _lowbit_kinds(manifest: dict[str, Any] | None) -> dict[str, str]:
+    """Layer name -> kind (ffn, attention, head) of a low-bit export's layers, from its manifest."""
+    for step in (manifest or {}).get("steps", []):
+        if step.get("type") == "export" and step.get("lowbit"):
+            return {name: layer["kind"] for name, layer in step["lowbit"]["layers"].items()}
+    return {}
+
+
+def weight_bits(graph: Any, kinds: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """Bits per weight of the matrix products' weights, by layer kind: what the file stores for
+    them (codes plus scales and zero points) over their element count. Low-bit layers
+    (MatMulNBits, or an int8 initializer behind DequantizeLinear) are grouped by the kind the
+    manifest names; every other MatMul/Gemm weight initializer counts as `other`."""
+    import numpy as np
+
+    inits = {i.name: i for i in graph.graph.initializer}
+
+    def nbytes(*names: str) -> int:  # from dims and dtype: external data need not be loaded
+        return sum(_tensor_bytes(inits[n]) or 0 for n in names if n in inits)
+
+    producers = {o: node for node in graph.graph.node for o in node.output}
+    groups: dict[str, list[int]] = {}  # kind -> [bytes, weights]
+
+    def add(weight_name: str, stored: int, count: int) -> None:
+        kind = kinds.get(weight_name.removesuffix(".qweight"), "other")
+        group = groups.setdefault(kind, [0, 0])
+        group[0] += stored
+        group[1] += count
+
+    for node in graph.graph.node:
+        if node.op_type == "MatMulNBits":
+            attrs = {a.name: a.i for a in node.attribute}
+            add(node.input[1], nbytes(*node.input[1:4]), attrs["N"] * attrs["K"])
+        elif (
+            node.op_type in ("MatMul", "Gemm", "MatMulInteger", "DynamicQuantizeMatMul")
+            and len(node.input) > 1
+        ):
+            weight = node.input[1]
+            source = producers.get(weight)
+            if source is not None and source.op_type == "DequantizeLinear" and source.input[0] in inits:
+                count = int(np.prod(inits[source.input[0]].dims))
+                add(source.input[0], nbytes(*source.input[:3]), count)
+            elif weight in inits and len(inits[weight].dims) == 2:
+                extra = node.input[2:4] if node.op_type == "DynamicQuantizeMatMul" else ()
+                add(weight, nbytes(weight, *extra), int(np.prod(inits[weight].dims)))
+    return {
+        kind: {"weights": count, "bytes": stored, "bits_per_weight": round(8 * stored / max(count, 1), 3)}
+        for kind, (stored, count) in sorted(groups.items())
+    }
 
 
 def _external_files(graph: Any, directory: Path, model_path: Path) -> list[Path]:

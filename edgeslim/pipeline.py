@@ -160,8 +160,8 @@ def gate_metric(recipe: Recipe) -> str | None:
     from edgeslim import gate
 
     for step in recipe.steps:
-        if step.type != "gate":
-            continue
+        if step.type != "gate" or (step.budgets is None and step.budgets_file is None):
+            continue  # no budgets at all: the gate step itself says so when the run reaches it
         try:
             budgets = step.budgets or gate.load(step.budgets_file)  # type: ignore[arg-type]
         except EdgeslimError:

@@ -8,6 +8,7 @@ import io
 import json
 import re
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -93,9 +94,9 @@ def entry(
     )
 
 
-def build(entries: list[Entry], environment: dict[str, Any], prefer: str | None = None) -> Report:
+def build(entries: list[Entry], environment: dict[str, Any], prefer: Sequence[str | None] = ()) -> Report:
     """A report over entries, choosing the metric and latency cell they all share; the metric is
-    `prefer` (data:metric, or a metric name) when they share it (see primary)."""
+    the first of `prefer` (data:metric names, or metric names) they share (see primary)."""
     common = set.intersection(*(set(e.metrics) for e in entries)) if entries else set()
     cells = set.intersection(*(set(e.latency) for e in entries)) if entries else set()
     preferred: list[str] = [c for c in ("t1b1s128", "t2b1s128") if c in cells]
@@ -113,15 +114,19 @@ def build(entries: list[Entry], environment: dict[str, Any], prefer: str | None 
 HEADLINE = ("accuracy", "spearman_cosine", "entity_f1")
 
 
-def primary(common: set[str], prefer: str | None) -> str | None:
-    """The headline among the `common` data:metric names: `prefer` itself, else one with
-    `prefer`'s metric on other data (a budgets file may name the data as a path), else the
-    first by HEADLINE order and name."""
+def primary(common: set[str], prefer: Sequence[str | None] = ()) -> str | None:
+    """The headline among the `common` data:metric names: the first of `prefer` that is one of
+    them, else the first whose metric is shared on other data (a budgets file may name the
+    data by a path the eval step does not use), else the first by HEADLINE order and name."""
     if not common:
         return None
-    if prefer:
-        metric = prefer.rsplit(":", 1)[-1]
-        named = [m for m in common if m == prefer] or [m for m in common if m.rsplit(":", 1)[-1] == metric]
+    wanted = [p for p in prefer if p]
+    for name in wanted:
+        if name in common:
+            return name
+    for name in wanted:
+        metric = name.rsplit(":", 1)[-1]
+        named = [m for m in common if m.rsplit(":", 1)[-1] == metric]
         if named:
             return min(named, key=_metric_rank)
     return min(common, key=_metric_rank)
@@ -284,18 +289,25 @@ def ratio_text(value: tuple[float, float | None, float | None]) -> str:
     return f"{ratio:.2f}x" + (f" (95% CI {low:.2f}-{high:.2f})" if low is not None else "")
 
 
+def _cell(text: str) -> str:
+    """`text` as one Markdown table cell: the characters Markdown would read as table or inline
+    syntax are backslash-escaped (an artifact folder may be named a*b or p|q)."""
+    return "".join(f"\\{c}" if c in "\\|*_`[]<>#" else c for c in text)
+
+
 def _table(report: Report) -> list[str]:
     """One row per artifact: role, chain, size, parameters, metric, median ms per shared cell."""
     roles = any(e.role for e in report.artifacts)
     shared = cells(report)
     head = ["artifact", *(["role"] if roles else []), "steps", "size MB", "params"]
-    head += [report.primary_metric] if report.primary_metric else []
+    head += [_cell(report.primary_metric)] if report.primary_metric else []
     head += [f"median ms ({cell})" for cell in shared]
     if report.latency_cell:
         head.append(f"p90 ms ({report.latency_cell})")
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for e in report.artifacts:
-        row = [e.name, *([e.role or ""] if roles else []), " → ".join(e.steps), f"{e.size_mb:.2f}"]
+        row = [_cell(e.name), *([_cell(e.role or "")] if roles else []), _cell(" → ".join(e.steps))]
+        row.append(f"{e.size_mb:.2f}")
         row.append(f"{e.parameters:,}")
         row += [f"{e.metrics[report.primary_metric]:.4f}"] if report.primary_metric else []
         row += [f"{e.latency[cell]['median_ms']:.2f}" for cell in shared]
@@ -313,11 +325,11 @@ def _versus(report: Report) -> list[str]:
     shared, metric = cells(report), report.primary_metric
     head = ["artifact", *(f"size / {label}" for label, _ in refs)]
     head += [f"latency {cell} / {label}" for cell in shared for label, _ in refs]
-    head += [f"{metric} − {label}" for label, _ in refs] if metric else []
+    head += [f"{_cell(metric)} − {label}" for label, _ in refs] if metric else []
     rows = ["", f"## Side by side with the {refs[0][0].split()[0]}", ""]
     rows += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for e in report.artifacts:
-        row = [e.name, *(f"{e.size_mb / ref.size_mb:.2f}x" for _, ref in refs)]
+        row = [_cell(e.name), *(f"{e.size_mb / ref.size_mb:.2f}x" for _, ref in refs)]
         row += [ratio_text(latency_ratio(e, ref, c)) for c in shared for _, ref in refs]
         if metric:
             row += [f"{e.metrics[metric] - ref.metrics[metric]:+.4f}" for _, ref in refs]

@@ -337,9 +337,41 @@ def test_report_prefers_the_headline_metric() -> None:
     )
     assert report.build([both], {}).primary_metric == "stsb:dev:spearman_cosine"
     # a metric the gate or --metric names wins, on the same data or (a budgets file's path) other data
-    assert report.build([both], {}, "stsb:dev:pearson_cosine").primary_metric == "stsb:dev:pearson_cosine"
-    assert report.build([both], {}, "dev.tsv:pearson_cosine").primary_metric == "stsb:dev:pearson_cosine"
-    assert report.build([both], {}, "mcc").primary_metric == "stsb:dev:spearman_cosine"  # not shared
+    pearson = "stsb:dev:pearson_cosine"
+    assert report.build([both], {}, [pearson]).primary_metric == pearson
+    assert report.build([both], {}, ["dev.tsv:pearson_cosine"]).primary_metric == pearson  # a budgets path
+    assert report.build([both], {}, ["mcc"]).primary_metric == "stsb:dev:spearman_cosine"  # not shared
+    # --metric, else the gate's (here not shared), else the eval step's: the first shared one wins
+    assert report.build([both], {}, [None, "x.tsv:mcc", pearson]).primary_metric == pearson
+
+
+def test_report_metric_names_data_exactly_and_the_eval_headline(tmp_path: Path) -> None:
+    from edgeslim import artifacts
+    from edgeslim.steps import report as step
+
+    assert not step._names("trec:test:accuracy", "sst2:dev:accuracy")  # other data: not what was asked
+    assert step._names("trec:test:accuracy", "accuracy") and step._names(
+        "sst2:dev:accuracy", "sst2:dev:accuracy"
+    )
+    manifest = artifacts.new_manifest("sequence-classification", {"path": "m", "sha256": "0"})
+    result = {"metrics": {"accuracy": {"value": 0.9}, "macro_f1": {"value": 0.8}}}
+    manifest["steps"] = [
+        {"type": "export"},
+        {"type": "eval", "config": {"data": "sst2:dev"}, "result": result},
+    ]
+    artifacts.write_json(tmp_path / artifacts.MANIFEST, manifest)
+    assert step.eval_headline(tmp_path) == "sst2:dev:accuracy"
+    manifest["steps"] = manifest["steps"][:1]
+    artifacts.write_json(tmp_path / artifacts.MANIFEST, manifest)
+    assert step.eval_headline(tmp_path) is None
+
+
+def test_report_markdown_escapes_artifact_names() -> None:
+    """An artifact folder named a*b|c stays one cell, and literal, in report.md and report.html."""
+    entry = _entry("a*b|c_<i>", "result", 22.5, 0.85, {"t1b1s64": [5.0, 5.0]})
+    built = report.build([entry], {})
+    page = report.to_html(built, {})
+    assert "<td>a*b|c_&lt;i&gt;</td>" in page and "<em>" not in page
 
 
 def test_report_metric_option_and_html_from_markdown(

@@ -108,3 +108,9 @@ def test_a_mistyped_command_is_suggested_from_every_command() -> None:
     result = cli(["expor"])
     assert result.exit_code == 2 and "Did you mean 'export'" in result.output
     assert "Did you mean 'summary'" in cli(["summry"]).output
+
+
+def test_no_arguments_prints_the_help() -> None:
+    result = cli([])
+    assert result.exit_code == 2 and "Usage: " in result.output and "Commands:" in result.output
+    assert "quantize" in result.output

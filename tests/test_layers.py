@@ -142,7 +142,17 @@ def test_the_layer_rule_would_catch_a_library_module_importing_a_step() -> None:
 
 # Calls that write results to stdout. Only the runner layer, ui.py, the registry's run_single /
 # present, and the `command` functions of step modules (the CLI) may make them.
-PRINTERS = {"print", "typer.echo", "ui.summary", "ui.markdown", "ui.text", "ui.out.print"}
+PRINTERS = {
+    "print",
+    "typer.echo",
+    "typer.secho",
+    "rich.print",
+    "sys.stdout.write",
+    "ui.summary",
+    "ui.markdown",
+    "ui.text",
+    "ui.out.print",
+}
 MAY_PRINT = {"edgeslim.ui", "edgeslim.steps"} | RUNNER
 
 
@@ -162,7 +172,10 @@ def printing_calls(root: Path = PACKAGE, package: str = "edgeslim") -> list[str]
         if module in MAY_PRINT:
             continue
         tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
-        commands = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "command"]
+        is_step = module.startswith(f"{package}.steps.")
+        commands = [
+            n for n in ast.walk(tree) if is_step and isinstance(n, ast.FunctionDef) and n.name == "command"
+        ]
         inside = {id(n) for c in commands for n in ast.walk(c)}
         for node in ast.walk(tree):
             if isinstance(node, ast.Call) and _dotted(node.func) in PRINTERS and id(node) not in inside:
@@ -183,9 +196,12 @@ def test_the_print_rule_would_catch_a_step_printing_its_table(tmp_path: Path) ->
     (root / "steps" / "gate.py").write_text(
         "def run(rows):\n    print(rows)\n    ui.summary('t', {})\n\ndef command(rows):\n    print(rows)\n"
     )
-    (root / "report.py").write_text("def write(x):\n    ui.out.print(x)\n")
+    (root / "report.py").write_text(
+        "def write(x):\n    ui.out.print(x)\n\ndef command():\n    sys.stdout.write('x')\n"
+    )
     assert printing_calls(root, "pkg") == [
         "pkg.report:2 ui.out.print",
+        "pkg.report:5 sys.stdout.write",
         "pkg.steps.gate:2 print",
         "pkg.steps.gate:3 ui.summary",
     ]

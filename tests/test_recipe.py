@@ -171,7 +171,7 @@ def test_report_names_the_chain_and_measures_it_beside_the_teacher(
     recipe = _compare_recipe(tmp_path, teacher, balanced_cls["own"], "    runs: 10\n" + gate)
     result = cli(["run", str(recipe)])
     assert result.exit_code == 0, result.output
-    assert "| min_metric.mcc | >= -1.0 |" in result.output  # the runner prints the gate's table
+    assert result.output.count("| min_metric.mcc | >= -1.0 |") == 1  # the runner prints the gate's table
     out = tmp_path / "out"
     parsed = report.read(out / "report.json")
     names = ["tiny/model:fp32", "tiny/model:int8", "tiny/prune:fp32", "tiny/prune:int8"]
@@ -297,3 +297,20 @@ def test_recipe_gate_times_the_result_against_the_teachers_int8(tiny_bert: Path,
     rows = json.loads((tmp_path / "out" / "gate.json").read_text())["budgets"]
     assert [(r["budget"], r["passed"]) for r in rows] == [("latency.ratio (cpu t1 b1 s8)", True)]
     assert rows[0]["limit"] == "<= 1000.0x teacher int8"
+
+
+def test_gate_metric_skips_a_gate_without_budgets(tmp_path: Path) -> None:
+    """A gate with neither budgets nor budgets_file is the gate step's error when it runs (exit 3),
+    not a crash while the report's headline is chosen."""
+    from edgeslim import pipeline
+    from edgeslim.recipe import Recipe
+
+    def recipe(gate: dict[str, object]) -> Recipe:
+        steps = [{"type": "export"}, {"type": "report"}, {"type": "gate", **gate}]
+        return Recipe.model_validate(
+            {"name": "r", "model": "m", "output": str(tmp_path / "o"), "steps": steps}
+        )
+
+    assert pipeline.gate_metric(recipe({})) is None
+    inline = {"min_metric": {"data": "sst2:dev", "metric": "mcc", "value": 0.1}}
+    assert pipeline.gate_metric(recipe({"budgets": inline})) == "sst2:dev:mcc"

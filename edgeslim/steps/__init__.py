@@ -9,6 +9,8 @@
                 show the summary (present); progress notes go to stderr through ui.note
     render      optional: summary -> text shown under the summary lines (e.g. the gate's
                 table); the summary keys it shows are listed in DETAIL and not repeated
+    announce    optional: summary -> None, run when the summary is shown (the gate's GitHub
+                step summary)
     command     the typer command function for the CLI: one option per Config field
                 (options.field_option), builds the Config, calls run_single; --dry-run
                 prints the Config as a recipe step instead
@@ -124,3 +126,6 @@ def present(step_type: str, title: str, summary: dict[str, Any]) -> None:
     render = getattr(step, "render", None)
     if render is not None:
         ui.text(render(summary))
+    announce = getattr(step, "announce", None)  # e.g. the gate's GitHub step summary
+    if announce is not None:
+        announce(summary)

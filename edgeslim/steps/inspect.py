@@ -37,6 +37,10 @@ def to_markdown(report: dict[str, Any]) -> str:
     lines += [f"| {k} | {v} |" for k, v in report["ops"].items()]
     if report["quantized_ops"]:
         lines += ["", "quantized ops: " + ", ".join(f"{k} {v}" for k, v in report["quantized_ops"].items())]
+    if report.get("weight_bits"):
+        lines += ["", "| weights of | count | bytes | bits per weight |", "|---|---:|---:|---:|"]
+        for kind, v in report["weight_bits"].items():
+            lines.append(f"| {kind} | {v['weights']:,} | {v['bytes']:,} | {v['bits_per_weight']} |")
     if "fusion" in report:
         lines += ["", "| fused kind | found / expected | status |", "|---|---:|---|"]
         for kind, v in report["fusion"]["kinds"].items():

@@ -29,6 +29,7 @@ class Config(StepConfig):
     runs: int = Field(QUICK_RUNS, ge=10, description="Runs per artifact when measuring.")
     metric: str | None = Field(
         None,
+        min_length=1,
         description="The headline metric, e.g. accuracy or sst2:dev:accuracy (default: the one the "
         "recipe's gate checks, else the first metric of the subject's first eval step).",
     )
@@ -95,7 +96,7 @@ def build(
 
         extra = EvalConfig(data=cfg.data, limit=cfg.limit, bootstrap=QUICK_BOOTSTRAP)
         entries = [_with_metrics(e, [extra]) for e in entries]
-    built = report.build(entries, snapshot(), cfg.metric or headline or eval_headline(paths[0]))
+    built = report.build(entries, snapshot(), (cfg.metric, headline, eval_headline(paths[0])))
     if cfg.metric and not _names(built.primary_metric, cfg.metric):
         shared = set.intersection(*(set(e.metrics) for e in entries))
         raise InputError(
@@ -106,7 +107,11 @@ def build(
 
 
 def _names(chosen: str | None, asked: str) -> bool:
-    return chosen is not None and (chosen == asked or chosen.rsplit(":", 1)[-1] == asked.rsplit(":", 1)[-1])
+    """Whether `chosen` is what --metric asked for: that data:metric exactly, or (a bare metric
+    name) that metric on any data."""
+    if chosen is None:
+        return False
+    return chosen == asked if ":" in asked else chosen.rsplit(":", 1)[-1] == asked
 
 
 def eval_headline(subject: Path) -> str | None:
