@@ -3,13 +3,15 @@
 - int8 (QAT) layers: QuantizeLinear/DequantizeLinear on the input with the learned step
   (int8, zero point 0) and an int8 weight per output channel behind a DequantizeLinear, so
   that onnxruntime's graph optimizer runs each on an int8 kernel (MatMulIntegerToFloat). A
-  2-D Linear (pooler, classifier) exports as Gemm; onnxruntime leaves DequantizeLinear ->
-  Gemm in fp32 when the Gemm's output is not quantized (measured: onnxruntime 1.32), so it
-  becomes Unsqueeze -> MatMul -> Add -> Squeeze, which it does run as MatMulIntegerToFloat.
+  2-D Linear (pooler, classifier) exports as Gemm with an fp32 bias; onnxruntime leaves that
+  DequantizeLinear -> Gemm in fp32 (measured with onnxruntime 1.32; without the bias it makes
+  a QGemm; tests/test_lowbit.py keeps both facts), so it becomes Unsqueeze -> MatMul -> Add ->
+  Squeeze, which onnxruntime runs as MatMulIntegerToFloat.
 - ternary/binary layers: com.microsoft MatMulNBits with bits=2, the codes packed by hand
   (code = value / scale + 2 in {1, 2, 3}, four to a byte, low bits first; onnxruntime's
-  default zero point 2; the row's scale repeated over its blocks), which holds the trained
-  weights exactly. onnxruntime's own 2-bit quantizer would re-round them.
+  default zero point 2; the row's scale repeated over its blocks; any K, the last block padded
+  with zeros), which holds the trained weights exactly. onnxruntime's own 2-bit quantizer
+  would re-round them, so INT2 DequantizeLinear initializers (opset 25) are never needed here.
 
 Each layer is found by its weight: the initializer equal to the PyTorch weight (MatMul: W^T;
 Gemm with transB: W).
@@ -28,30 +30,31 @@ MAX_BLOCK = 128
 
 
 def block_size(k: int) -> int:
-    """The MatMulNBits block size for K input features, or an InputError when K has no power-of-two
-    divisor >= 16 (that layout would need INT2 DequantizeLinear weights, which edgeslim does not write)."""
+    """The MatMulNBits block size for K input features: the largest power of two from 16 to 128
+    that divides K, else 16 (the last block is then padded with zero codes, which onnxruntime
+    accepts: measured exact with K=37)."""
     size = MAX_BLOCK
     while size >= 16:
         if k % size == 0:
             return size
         size //= 2
-    raise InputError(
-        f"a 2-bit layer with {k} input features cannot be packed as MatMulNBits (K must be a multiple of 16)"
-    )
+    return 16
 
 
 def pack_2bit(codes: Any, scale: Any) -> tuple[Any, Any, int]:
-    """(N, K) codes in {-1, 0, 1} and N scales -> (B uint8 [N, K/bs, bs/4], scales [N * K/bs], bs)."""
+    """(N, K) codes in {-1, 0, 1} and N scales -> (B uint8 [N, blocks, bs/4], scales [N * blocks], bs):
+    code + 2 four to a byte, low bits first, the last block padded with 2 (zero)."""
     import numpy as np
 
     n, k = codes.shape
     size = block_size(k)
-    values = (np.asarray(codes, dtype=np.int64) + 2).astype(np.uint8)  # 1, 2, 3
+    blocks = -(-k // size)
+    values = np.full((n, blocks * size), 2, dtype=np.uint8)
+    values[:, :k] = (np.asarray(codes, dtype=np.int64) + 2).astype(np.uint8)  # 1, 2, 3
     if values.min() < 1 or values.max() > 3:
         raise InputError("2-bit codes must be -1, 0 or 1")
-    quads = values.reshape(n, k // 4, 4)
+    quads = values.reshape(n, -1, 4)
     packed = quads[..., 0] | (quads[..., 1] << 2) | (quads[..., 2] << 4) | (quads[..., 3] << 6)
-    blocks = k // size
     scales = np.repeat(np.asarray(scale, dtype=np.float32), blocks)
     return packed.reshape(n, blocks, size // 4).astype(np.uint8), scales, size
 
@@ -62,7 +65,7 @@ def unpack_2bit(packed: Any, scales: Any, k: int) -> Any:
 
     n = packed.shape[0]
     flat = packed.reshape(n, -1)
-    values = np.stack([(flat >> shift) & 3 for shift in (0, 2, 4, 6)], axis=-1).reshape(n, k)
+    values = np.stack([(flat >> shift) & 3 for shift in (0, 2, 4, 6)], axis=-1).reshape(n, -1)[:, :k]
     per_row = scales.reshape(n, -1)[:, :1]
     return ((values.astype(np.float32) - 2.0) * per_row).astype(np.float32)
 
