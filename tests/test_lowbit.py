@@ -196,6 +196,13 @@ def test_ternary_and_binary_pack_into_2bit_matmulnbits_exactly(
         ).numpy()
     assert np.array_equal(got, want.T)
     _sizes_are_as_reported(onnx_dir, graph)
+    # what binarize left fp32 can then go dynamic int8; the 2-bit layers stay as they are
+    mixed = cli(["quantize", str(onnx_dir), "--mode", "dynamic", "-o", str(tmp_path / "mixed")])
+    assert mixed.exit_code == 0, mixed.output
+    ops = json.loads(cli(["inspect", str(tmp_path / "mixed"), "--json"]).output)["quantized_ops"]
+    assert ops["MatMulNBits"] == 12 and ops["MatMulInteger"] >= 1
+    static = cli(["quantize", str(onnx_dir), "--mode", "static", "-o", str(tmp_path / "static")])
+    assert static.exit_code == 3 and "already quantized" in static.output
 
 
 def _attrs(node: onnx.NodeProto) -> dict[str, int]:

@@ -1,9 +1,10 @@
 """Low-bit methods on one SST-2 student, measured side by side: fp32, dynamic int8, post-training
 static int8 of all MatMuls, QAT int8, and ternary/binary weights (direct and trained; FFN only
-and all Linear layers). Every model is exported by `edgeslim export`, scored on the same dev
-sentences (accuracy with a bootstrap 95% CI; the paired difference to the fp32 student with its
-own CI) and timed interleaved in one `edgeslim bench` run. Writes OUT/lowbit.md and
-OUT/lowbit.json; each command's output is kept under OUT (a rerun reuses finished ones).
+and all Linear layers; the FFN-only ones also fused with the rest in dynamic int8, `+int8`).
+Every model is exported by `edgeslim export`, scored on the same dev sentences (accuracy with a
+bootstrap 95% CI; the paired difference to the fp32 student with its own CI) and timed
+interleaved in one `edgeslim bench` run. Writes OUT/lowbit.md and OUT/lowbit.json; each
+command's output is kept under OUT (a rerun reuses finished ones).
 
     .venv/bin/python tools/bench_lowbit.py --student STUDENT_DIR --teacher TEACHER_DIR \\
         --steps 400 --out out/lowbit [--arms qat,ternary-ffn,...]
@@ -107,6 +108,9 @@ def make(out: Path, args: argparse.Namespace) -> dict[str, Path]:
         else:
             raise SystemExit(f"unknown arm {name}: choose from {', '.join([*TRAINED, *DIRECT])}")
         made[name] = once(out / name, ["export", str(model), *TASK])
+        if name.startswith(("ternary-ffn", "binary-ffn")):  # the rest fused and dynamic int8
+            fused = once(out / f"{name}-fused", ["optimize", str(made[name])])
+            made[f"{name}+int8"] = once(out / f"{name}+int8", ["quantize", str(fused), "--mode", "dynamic"])
     return made
 
 

@@ -66,12 +66,21 @@ class Config(StepConfig):
     eval_size: int | None = Field(None, gt=0, description="Limit --eval samples.")
 
 
+def _two_bit_export(manifest: dict[str, Any]) -> bool:
+    """An export of a binarize output: its low-bit layers are 2-bit MatMulNBits, the rest fp32."""
+    export = next((s for s in manifest["steps"] if s.get("type") == "export"), {})
+    layers = (export.get("lowbit") or {}).get("layers", {})
+    return bool(layers) and all(layer["scheme"] in ("ternary", "binary") for layer in layers.values())
+
+
 def _check_input(src: Path, manifest: dict[str, Any], cfg: Config) -> list[str]:
     """Refuse already-quantized graphs; return notes (e.g. unoptimized input)."""
     from edgeslim import inspection
 
     graph = inspection.load_graph(src / artifacts.MODEL)
     ops = {n.op_type for n in graph.graph.node}
+    if _two_bit_export(manifest) and cfg.mode == "dynamic":  # int8 for what binarize left fp32
+        ops -= {"MatMulNBits"}
     if ops & set(inspection.QUANT_OPS) or any(s.get("type") == "quantize" for s in manifest["steps"]):
         raise InputError(f"{src} is already quantized: quantize the fp32 (optimized) artifact instead")
     config = models.read_config(src)
