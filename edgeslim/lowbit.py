@@ -125,8 +125,12 @@ def _linear_class() -> Any:
         def forward(self, x: Any) -> Any:
             if getattr(self, "act_step", None) is not None:
                 if self.training and not bool(self.act_ready):
-                    with torch.no_grad():  # LSQ's initial step: 2 mean|x| / sqrt(127)
-                        self.act_step.fill_(float(2 * x.abs().mean() / math.sqrt(INT8_MAX)) or 1e-3)
+                    with torch.no_grad():  # from the first training batch
+                        if self.act_step.requires_grad:  # learned: LSQ's initial step 2 mean|x| / sqrt(127)
+                            first = 2 * x.abs().mean() / math.sqrt(INT8_MAX)
+                        else:  # calibrated: the batch's range, max|x| / 127, then fixed
+                            first = x.abs().max() / INT8_MAX
+                        self.act_step.fill_(float(first) or 1e-3)
                         self.act_ready.fill_(1)
                 x = quantize_activation(x, self.act_step)
             return torch.nn.functional.linear(x, quantized_weight(self.weight, self.scheme), self.bias)
@@ -143,14 +147,15 @@ def low_bit_class() -> Any:
     return _CLASS["class"]
 
 
-def convert(linear: Any, scheme: str, activations: bool) -> None:
-    """Make `linear` a LowBitLinear in place (same parameters; a learned activation step when
-    `activations`)."""
+def convert(linear: Any, scheme: str, activations: bool, learned: bool = True) -> None:
+    """Make `linear` a LowBitLinear in place (same parameters; with `activations`, an input
+    step that training learns, or, not `learned`, one calibrated on the first batch and fixed)."""
     torch = _torch()
     linear.__class__ = low_bit_class()
     linear.scheme = scheme
     if activations and getattr(linear, "act_step", None) is None:
-        linear.act_step = torch.nn.Parameter(torch.ones((), dtype=linear.weight.dtype))
+        step = torch.ones((), dtype=linear.weight.dtype)
+        linear.act_step = torch.nn.Parameter(step, requires_grad=learned)
         linear.register_buffer("act_ready", torch.zeros((), dtype=torch.uint8))
 
 
@@ -192,13 +197,18 @@ def apply(model: Any, plan: dict[str, dict[str, Any]]) -> None:
     for name, how in plan.items():
         if name not in modules:
             raise InputError(f"low-bit layer {name} is not in the model: the record does not match it")
-        convert(modules[name], how["scheme"], bool(how.get("activations")))
+        learned = how.get("ranges", "learned") == "learned"
+        convert(modules[name], how["scheme"], bool(how.get("activations")), learned)
 
 
-def plan_for(model: Any, scheme: str, layers: str, activations: bool) -> dict[str, dict[str, Any]]:
+def plan_for(
+    model: Any, scheme: str, layers: str, activations: bool, ranges: str = "learned"
+) -> dict[str, dict[str, Any]]:
+    """Layer name -> how to convert it: weight scheme, quantized inputs (and their ranges), kind."""
     kinds = linear_kinds(model)
+    extra = {"ranges": ranges} if activations else {}
     return {
-        name: {"scheme": scheme, "activations": activations, "kind": kinds[name]}
+        name: {"scheme": scheme, "activations": activations, "kind": kinds[name], **extra}
         for name in select(kinds, layers)
     }
 

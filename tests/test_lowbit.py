@@ -64,6 +64,21 @@ def test_learned_input_ranges_receive_gradients_and_move() -> None:
     assert float(layer.act_step.detach()) != pytest.approx(first, rel=1e-4)
 
 
+def test_calibrated_input_ranges_are_set_once_and_stay() -> None:
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(16, 8)
+    lowbit.convert(layer, "int8", activations=True, learned=False)
+    optimizer = torch.optim.SGD(layer.parameters(), lr=0.05)
+    x = torch.randn(64, 16) * 3
+    layer.train()
+    for _ in range(3):
+        optimizer.zero_grad()
+        layer(x).pow(2).mean().backward()
+        optimizer.step()
+    assert float(layer.act_step.detach()) == pytest.approx(float(x.abs().max()) / 127, rel=1e-6)
+    assert layer.act_step.grad is None
+
+
 def test_ternary_and_binary_weights_take_three_and_two_values_per_channel() -> None:
     torch.manual_seed(0)
     weight = torch.randn(12, 64) * 0.5

@@ -61,6 +61,7 @@ def command(
     output: Output,
     teacher: Annotated[Path | None, _option("teacher")] = None,
     layers: Annotated[str | None, _option("layers")] = None,
+    ranges: Annotated[str | None, _option("ranges")] = None,
     kl: Kl = None,
     soft_ce: SoftCe = None,
     nll: Nll = None,

@@ -68,7 +68,7 @@ class Config(StepConfig):
 
 def _two_bit_export(manifest: dict[str, Any]) -> bool:
     """An export of a binarize output: its low-bit layers are 2-bit MatMulNBits, the rest fp32."""
-    export = next((s for s in manifest["steps"] if s.get("type") == "export"), {})
+    export: dict[str, Any] = next((s for s in manifest["steps"] if s.get("type") == "export"), {})
     layers = (export.get("lowbit") or {}).get("layers", {})
     return bool(layers) and all(layer["scheme"] in ("ternary", "binary") for layer in layers.values())
 

@@ -44,6 +44,11 @@ class QatConfig(LowBitConfig):
     tensor, learned LSQ step) in every selected Linear."""
 
     type: Literal["qat"] = "qat"
+    ranges: Literal["learned", "calibrated"] = Field(
+        "learned",
+        description="Input ranges: learned (LSQ step sizes, trained with the weights) or calibrated "
+        "(max |x| of the first training batch, then fixed).",
+    )
     layers: Literal["every", "all", "ffn", "attention"] = Field(
         "every",
         description="Linear layers to quantize: every (encoder, pooler, classifier), all (the encoder's), "
@@ -134,7 +139,8 @@ def run(src: str, cfg: QatConfig | BinarizeConfig, out: Path) -> dict[str, Any]:
         plans: list[dict[str, Any]] = []
 
         def hook(student: Any) -> lowbit.Hook:
-            plans.append(lowbit.plan_for(student, scheme, layers, activations))
+            ranges = getattr(cfg, "ranges", "learned")
+            plans.append(lowbit.plan_for(student, scheme, layers, activations, ranges))
             return lowbit.Hook(student, plans[-1])
 
         summary = distill.train_student(
