@@ -11,7 +11,7 @@ steps       steps/__init__.py  the step registry, run_single (one step into one 
                                nothing), command (the CLI), optionally render (summary -> text)
 library     config.py          StepConfig (base of every step Config), make_config, explain
             train/             the training layer: configs, loop, checkpoint, task glue, batches,
-                               losses, students, distillation runs (see train/__init__.py)
+                               losses, students, distillation and low-bit runs (train/__init__.py)
   compress  pruning.py         structured pruning (heads, FFN neurons, layers)
             sparsity.py        unstructured pruning while training
             simplify.py        activation swap, layer sharing, vocabulary trimming
@@ -20,6 +20,8 @@ library     config.py          StepConfig (base of every step Config), make_conf
             fusion.py          onnxruntime fusions, coverage report (optimize step's Config)
             quantization.py    int8/int4/fp16 with onnxruntime's tooling
             quant_search.py    quantize --max-drop: keep the most sensitive nodes fp32
+            lowbit.py          QAT and ternary/binary Linear layers (fake quantization, STE)
+            lowbit_onnx.py     a low-bit model's export: QDQ int8, 2-bit MatMulNBits packing
             hardware.py        CPU-aware quantization defaults
   validate  parity.py          ONNX vs PyTorch at unseen shapes
             verify.py          artifact checks: hashes, external data, symlinks, loading

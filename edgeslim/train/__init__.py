@@ -9,6 +9,7 @@
     losses.py      distillation loss terms and the combined loss (`make_loss`)
     students.py    layer maps, students cut or narrowed from a teacher, the Student wrapper
     distill.py     a distillation run (`train_student`), and `recover` for prune/simplify
+    lowbit.py      qat and binarize runs (distillation with low-bit layers, or direct), their Configs
 
 Nothing here imports edgeslim.steps; steps call in.
 """
