@@ -36,11 +36,12 @@ def _torch() -> Any:
     return torch
 
 
-def weight_int8(weight: Any) -> tuple[Any, Any]:
-    """Per-output-channel symmetric int8: (codes as float, scale per row), scale = max|w| / 127."""
+def weight_int8(weight: Any, qmax: int = INT8_MAX) -> tuple[Any, Any]:
+    """Per-output-channel symmetric int8: (codes as float, scale per row), scale = max|w| / qmax
+    (127; 63 for 7-bit weights, see REDUCED_MAX)."""
     torch = _torch()
-    scale = weight.detach().abs().amax(dim=1).clamp(min=1e-12) / INT8_MAX
-    codes = torch.clamp(torch.round(weight.detach() / scale[:, None]), -INT8_MAX, INT8_MAX)
+    scale = weight.detach().abs().amax(dim=1).clamp(min=1e-12) / qmax
+    codes = torch.clamp(torch.round(weight.detach() / scale[:, None]), -qmax, qmax)
     return codes, scale
 
 
@@ -63,13 +64,23 @@ def weight_binary(weight: Any) -> tuple[Any, Any]:
 
 
 QUANTIZERS = {"int8": weight_int8, "ternary": weight_ternary, "binary": weight_binary}
+# 7-bit int8 weights (codes -63..63): on x86 without VNNI, onnxruntime's u8 x s8 kernels add
+# pairs of products in 16 bits, which 255 x 127 x 2 overflows (hardware.int8_defaults' reduce_range).
+REDUCED_MAX = 63
 
 
-def quantized_weight(weight: Any, scheme: str) -> Any:
+def codes_of(weight: Any, how: dict[str, Any]) -> tuple[Any, Any]:
+    """(codes, scale per row) of a planned layer's weight."""
+    if how["scheme"] == "int8":
+        return weight_int8(weight, int(how.get("weight_max", INT8_MAX)))
+    return QUANTIZERS[how["scheme"]](weight)
+
+
+def quantized_weight(weight: Any, scheme: str, weight_max: int = INT8_MAX) -> Any:
     """The weight the forward pass uses (codes x scale), with a straight-through gradient: the
     identity for int8 (every weight lies inside its range), clipped to |w| <= 1 for ternary and
     binary (the latent weight of BinaryBERT/TernaryBERT)."""
-    codes, scale = QUANTIZERS[scheme](weight)
+    codes, scale = codes_of(weight, {"scheme": scheme, "weight_max": weight_max})
     value = codes * scale[:, None]
     if scheme == "int8":
         return weight + (value - weight).detach()
@@ -133,7 +144,8 @@ def _linear_class() -> Any:
                         self.act_step.fill_(float(first) or 1e-3)
                         self.act_ready.fill_(1)
                 x = quantize_activation(x, self.act_step)
-            return torch.nn.functional.linear(x, quantized_weight(self.weight, self.scheme), self.bias)
+            weight = quantized_weight(self.weight, self.scheme, getattr(self, "weight_max", INT8_MAX))
+            return torch.nn.functional.linear(x, weight, self.bias)
 
     return LowBitLinear
 
@@ -147,12 +159,15 @@ def low_bit_class() -> Any:
     return _CLASS["class"]
 
 
-def convert(linear: Any, scheme: str, activations: bool, learned: bool = True) -> None:
+def convert(
+    linear: Any, scheme: str, activations: bool, learned: bool = True, weight_max: int = INT8_MAX
+) -> None:
     """Make `linear` a LowBitLinear in place (same parameters; with `activations`, an input
     step that training learns, or, not `learned`, one calibrated on the first batch and fixed)."""
     torch = _torch()
     linear.__class__ = low_bit_class()
     linear.scheme = scheme
+    linear.weight_max = weight_max
     if activations and getattr(linear, "act_step", None) is None:
         step = torch.ones((), dtype=linear.weight.dtype)
         linear.act_step = torch.nn.Parameter(step, requires_grad=learned)
@@ -198,15 +213,24 @@ def apply(model: Any, plan: dict[str, dict[str, Any]]) -> None:
         if name not in modules:
             raise InputError(f"low-bit layer {name} is not in the model: the record does not match it")
         learned = how.get("ranges", "learned") == "learned"
-        convert(modules[name], how["scheme"], bool(how.get("activations")), learned)
+        weight_max = int(how.get("weight_max", INT8_MAX))
+        convert(modules[name], how["scheme"], bool(how.get("activations")), learned, weight_max)
 
 
 def plan_for(
-    model: Any, scheme: str, layers: str, activations: bool, ranges: str = "learned"
+    model: Any,
+    scheme: str,
+    layers: str,
+    activations: bool,
+    ranges: str = "learned",
+    weight_max: int = INT8_MAX,
 ) -> dict[str, dict[str, Any]]:
-    """Layer name -> how to convert it: weight scheme, quantized inputs (and their ranges), kind."""
+    """Layer name -> how to convert it: weight scheme (and int8's code range), quantized inputs
+    (and their ranges), kind."""
     kinds = linear_kinds(model)
-    extra = {"ranges": ranges} if activations else {}
+    extra: dict[str, Any] = {"ranges": ranges} if activations else {}
+    if scheme == "int8":
+        extra["weight_max"] = weight_max
     return {
         name: {"scheme": scheme, "activations": activations, "kind": kinds[name], **extra}
         for name in select(kinds, layers)
@@ -221,7 +245,7 @@ def bake(model: Any, plan: dict[str, dict[str, Any]]) -> None:
     with torch.no_grad():
         for name, how in plan.items():
             weight = modules[name].weight
-            codes, scale = QUANTIZERS[how["scheme"]](weight)
+            codes, scale = codes_of(weight, how)
             weight.copy_(codes * scale[:, None])
 
 
@@ -244,6 +268,12 @@ def read_record(path: Path) -> dict[str, Any] | None:
     if not isinstance(record, dict) or not isinstance(record.get("layers"), dict):
         raise InputError(f"{file} is not a low-bit record: re-run the qat/binarize step")
     return record
+
+
+def refuse(path: Path, step: str) -> None:
+    """A step that would drop the low-bit layers (prune, simplify) refuses a low-bit model."""
+    if read_record(path) is not None:
+        raise InputError(f"{path} is low-bit: {step} its fp32 model first, then run qat or binarize")
 
 
 def load(path: Path, task: str) -> Any:

@@ -98,6 +98,15 @@ def _find(graph: Any, weights: dict[str, Any]) -> dict[str, tuple[Any, str]]:
                 "(expected 1): export the model with edgeslim export"
             )
         found[name] = matches[0]
+    shared: dict[int, list[str]] = {}
+    for name, (node, _) in found.items():
+        shared.setdefault(id(node), []).append(name)
+    for names in shared.values():
+        if len(names) > 1:  # e.g. simplify --share-layers: the exporter keeps one copy of the weight
+            raise InputError(
+                f"low-bit layers {', '.join(names)} share one weight: export of shared layers is "
+                "not supported; make the model low-bit without --share-layers"
+            )
     return found
 
 
@@ -122,7 +131,7 @@ def lower(src: Path, dst: Path, model: Any, record: dict[str, Any]) -> dict[str,
     for name, how in record["layers"].items():
         node, kind = found[name]
         module = modules[name]
-        codes, scale = lowbit.QUANTIZERS[how["scheme"]](module.weight)
+        codes, scale = lowbit.codes_of(module.weight, how)
         codes, scale = codes.numpy(), scale.detach().numpy().astype(np.float32)
         dropped.add(node.input[1])
         x, out = node.input[0], node.output[0]

@@ -13,6 +13,7 @@ from pydantic import Field
 from edgeslim import artifacts, lowbit, models
 from edgeslim.config import StepConfig
 from edgeslim.defaults import EXTERNAL_DATA_MB, PARITY_ATOL, PARITY_RTOL
+from edgeslim.errors import InputError
 
 
 class ExportConfig(StepConfig):
@@ -136,6 +137,9 @@ def export(src: str, cfg: ExportConfig, out: Path) -> dict[str, Any]:
         models.model_class(config, cfg.task)
         import onnxruntime  # noqa: F401
     record = lowbit.read_record(path)  # a qat/binarize output: low-bit layers
+    trained_for = ((record or {}).get("method") or {}).get("task")
+    if trained_for and trained_for != cfg.task:
+        raise InputError(f"{path} is a low-bit {trained_for} model: export it with --task {trained_for}")
     with phases("load"):
         model = models.load(path, cfg.task, cfg.allow_pickle)
     pooling = cfg.pooling or models.default_pooling(path)

@@ -13,7 +13,7 @@ from typing import Any
 from edgeslim import artifacts, fingerprint, locking, models, steps, ui
 from edgeslim.config import StepConfig
 from edgeslim.errors import BudgetNotMet, EdgeslimError, OutputError
-from edgeslim.recipe import Recipe, step_reference
+from edgeslim.recipe import Recipe, references
 
 CACHE_DIR = ".edgeslim-cache"
 STEP_SUMMARY = ".step-summary.json"
@@ -41,8 +41,7 @@ def plan(recipe: Recipe, cache: Path) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for index, step in enumerate(recipe.steps):
         inputs = fingerprint.inputs(step, getattr(step, "data_dir", None))
-        number = step_reference(getattr(step, "recover_with", None))
-        if number is not None:  # "@N": step N's output, identified by its key
+        for number in references(step).values():  # "@N": step N's output, identified by its key
             inputs[f"@{number}"] = rows[number - 1]["key"]
         parts = _parts(step, previous, inputs, environment, host)
         context = None
@@ -332,9 +331,9 @@ def _execute(
     for index, row in enumerate(rows):
         step, began = row["step"], time.perf_counter()
         label = f"[{index + 1}/{len(rows)}] {step.type}"
-        number = step_reference(getattr(step, "recover_with", None))
-        if number is not None:  # "@N": the output of step N (e.g. the fine-tuned teacher)
-            step = step.model_copy(update={"recover_with": rows[number - 1]["dir"]})
+        named = references(step)  # "@N": the output of step N (e.g. the fine-tuned teacher)
+        if named:
+            step = step.model_copy(update={f: rows[n - 1]["dir"] for f, n in named.items()})
         extra: dict[str, Any] = {}
         made: list[dict[str, Any]] = []
         if index == count and count:  # an export of the last model: it carries the model steps

@@ -121,16 +121,29 @@ def step_reference(value: Any) -> int | None:
     return int(text[1:])
 
 
+# Fields that may name an earlier step's model as "@N": prune/simplify's recovery teacher, and
+# the teacher qat and binarize distill from.
+REFERENCE_FIELDS = ("recover_with", "teacher")
+
+
+def references(step: Any) -> dict[str, int]:
+    """{field: N} for each REFERENCE_FIELDS field of `step` that says "@N"."""
+    found = {}
+    for field in REFERENCE_FIELDS:
+        number = step_reference(getattr(step, field, None))
+        if number is not None:
+            found[field] = number
+    return found
+
+
 def _check_reference(item: Step, index: int, typed: list[Step]) -> None:
     """A reference must name an earlier step that produces a model (a teacher)."""
-    number = step_reference(getattr(item, "recover_with", None))
-    if number is None:
-        return
-    if not 1 <= number <= index or not typed[number - 1].produces_model:
-        raise ValueError(
-            f"step {index + 1} ({item.type}): recover_with @{number} must name an "
-            "earlier step that makes a model (finetune, distill, prune, simplify)"
-        )
+    for field, number in references(item).items():
+        if not 1 <= number <= index or not typed[number - 1].produces_model:
+            raise ValueError(
+                f"step {index + 1} ({item.type}): {field} @{number} must name an "
+                "earlier step that makes a model (finetune, distill, prune, simplify, qat, binarize)"
+            )
 
 
 def load(path: Path) -> Recipe:

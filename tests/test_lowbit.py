@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -242,16 +243,55 @@ def _sizes_are_as_reported(onnx_dir: Path, graph: onnx.ModelProto) -> None:
     assert found["size_bytes"] == (onnx_dir / "model.onnx").stat().st_size
 
 
+def test_layer_selection_by_kind(tiny_factory: Callable[..., Path]) -> None:
+    from edgeslim import models
+
+    model = models.load(tiny_factory("bert", "seq", 2), "sequence-classification")
+    kinds = lowbit.linear_kinds(model)
+    ffn = {n for n in lowbit.select(kinds, "ffn")}
+    attention = {n for n in lowbit.select(kinds, "attention")}
+    assert ffn == {
+        f"bert.encoder.layer.{i}.{p}" for i in (0, 1) for p in ("intermediate.dense", "output.dense")
+    }
+    names = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense")
+    assert attention == {f"bert.encoder.layer.{i}.{p}" for i in (0, 1) for p in names}
+    assert set(lowbit.select(kinds, "all")) == ffn | attention
+    assert set(lowbit.select(kinds, "every")) == ffn | attention | {"bert.pooler.dense", "classifier"}
+
+
+def test_layers_sharing_one_weight_are_refused_at_export() -> None:
+    """simplify --share-layers leaves one weight for two layers: packing one and not the other
+    would misreport the file, so the export refuses."""
+    weight = np.arange(12, dtype=np.float32).reshape(3, 4) / 10
+    init = numpy_helper.from_array(weight.T.copy(), "w")
+    node = helper.make_node("MatMul", ["x", "w"], ["y"])
+    graph = helper.make_graph([node], "g", [], [], [init])
+    with pytest.raises(InputError, match="share one weight"):
+        lowbit_onnx._find(graph, {"a.dense": weight, "b.dense": weight})
+
+
 def test_bad_low_bit_input_is_one_line(
     balanced_cls: dict[str, Path], tiny_bert: Path, tmp_path: Path
 ) -> None:
     result = cli(["qat", str(tiny_bert), "-o", str(tmp_path / "q"), "--max-steps", "1"])
-    assert result.exit_code == 3 and "supports classifiers" in result.output and not (tmp_path / "q").exists()
+    assert result.exit_code == 3 and "supports sequence classifiers" in result.output
+    assert result.output.count("\n") == 1 and not (tmp_path / "q").exists()  # one line, nothing written
     low = tmp_path / "ter"
     args = ["binarize", str(_teacher(balanced_cls)), "--direct", *_data(balanced_cls)]
     assert cli([*args, "-o", str(low)]).exit_code == 0
     again = cli(["binarize", str(low), "--direct", *_data(balanced_cls), "-o", str(tmp_path / "twice")])
     assert again.exit_code == 3 and "already low-bit" in again.output
+    untasked = cli(["export", str(low), "-o", str(tmp_path / "e")])  # the default task is feature-extraction
+    assert untasked.exit_code == 3 and "--task sequence-classification" in untasked.output
+    pruned = cli(["prune", str(low), "--ffn", "0.5", "-o", str(tmp_path / "p")])
+    assert pruned.exit_code == 3 and "is low-bit" in pruned.output and not (tmp_path / "p").exists()
+    teacher = ["--teacher", str(_teacher(balanced_cls))]
+    direct = cli(["binarize", str(_teacher(balanced_cls)), "--direct", *teacher, "-o", str(tmp_path / "d")])
+    assert direct.exit_code == 3 and "drop --teacher" in direct.output
+    bad_eval = cli(
+        ["binarize", str(_teacher(balanced_cls)), "--direct", "--eval", "nope.tsv", "-o", str(tmp_path / "b")]
+    )
+    assert bad_eval.exit_code == 3 and not (tmp_path / "b").exists() and not list(tmp_path.glob(".b*"))
     bad = cli(["binarize", str(_teacher(balanced_cls)), "--layers", "head", "-o", str(tmp_path / "x")])
     assert bad.exit_code == 3 and "ffn" in bad.output  # not one of ffn, attention, all
     assert lowbit_onnx.block_size(384) == 128 and lowbit_onnx.block_size(48) == 16

@@ -314,3 +314,23 @@ def test_gate_metric_skips_a_gate_without_budgets(tmp_path: Path) -> None:
     assert pipeline.gate_metric(recipe({})) is None
     inline = {"min_metric": {"data": "sst2:dev", "metric": "mcc", "value": 0.1}}
     assert pipeline.gate_metric(recipe({"budgets": inline})) == "sst2:dev:mcc"
+
+
+def test_a_recipe_trains_low_bit_from_an_earlier_steps_model(
+    balanced_cls: dict[str, Path], tmp_path: Path
+) -> None:
+    """qat is a model step; its teacher can be "@1", the model an earlier step made."""
+    teacher = balanced_cls["artifact"].parent / "artifact-hf"
+    own = balanced_cls["own"]
+    body = (
+        "steps:\n  - type: prune\n    ffn: 0.5\n"
+        f"  - type: qat\n    teacher: '@1'\n    data: {own}\n    eval: {own}\n    max_steps: 2\n"
+        "    eval_every: 2\n    save_every: 2\n    batch_size: 8\n"
+        "  - type: export\n    task: sequence-classification\n"
+    )
+    result = cli(["run", str(_recipe(tmp_path, teacher, body))])
+    assert result.exit_code == 0, result.output
+    manifest = artifacts.read_manifest(tmp_path / "out")
+    lowbit = manifest["steps"][0]["lowbit"]
+    assert lowbit["method"]["type"] == "qat" and "01-prune-" in lowbit["method"]["teacher"]
+    assert [s["type"] for s in manifest["lineage"]] == ["prune", "qat"]

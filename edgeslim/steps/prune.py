@@ -96,6 +96,9 @@ def run(src: str, cfg: Config, out: Path) -> dict[str, Any]:
 
     if not (cfg.heads or cfg.ffn or cfg.keep_layers or cfg.unstructured):
         raise InputError("nothing to prune: give --heads, --ffn, --keep-layers and/or --unstructured")
+    from edgeslim import lowbit
+
+    lowbit.refuse(models.resolve(src), "prune")
     if cfg.recover_with:  # the teacher and the data are checked before anything is pruned
         distill.check_recovery(cfg)
     if cfg.cycles > 1:

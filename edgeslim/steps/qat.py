@@ -62,6 +62,7 @@ def command(
     teacher: Annotated[Path | None, _option("teacher")] = None,
     layers: Annotated[str | None, _option("layers")] = None,
     ranges: Annotated[str | None, _option("ranges")] = None,
+    reduce_range: Annotated[bool | None, _option("reduce_range")] = None,
     kl: Kl = None,
     soft_ce: SoftCe = None,
     nll: Nll = None,

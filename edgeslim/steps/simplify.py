@@ -55,6 +55,9 @@ def run(src: str, cfg: Config, out: Path) -> dict[str, Any]:
     if not (cfg.activation or cfg.share_layers or cfg.trim_vocab):
         raise InputError("nothing to simplify: give --activation, --share-layers and/or --trim-vocab")
     path = models.resolve(src)
+    from edgeslim import lowbit
+
+    lowbit.refuse(path, "simplify")
     # the corpus, the teacher and the recovery data are checked before anything changes
     texts = data.load(cfg.trim_vocab).head(cfg.trim_vocab_size or 10**9).texts if cfg.trim_vocab else []
     eval_texts = data.load(cfg.eval).texts if cfg.trim_vocab else []  # [UNK] share after trimming

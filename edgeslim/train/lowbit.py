@@ -24,7 +24,7 @@ class LowBitWeights(Weights):
 
 
 LOWBIT_LOSSES = LowBitWeights()
-CLASSIFIERS = ("sequence-classification", "token-classification")
+CLASSIFIERS = ("sequence-classification",)  # what distillation takes as a teacher task
 
 
 class LowBitConfig(TrainConfig):
@@ -48,6 +48,11 @@ class QatConfig(LowBitConfig):
         "learned",
         description="Input ranges: learned (LSQ step sizes, trained with the weights) or calibrated "
         "(max |x| of the first training batch, then fixed).",
+    )
+    reduce_range: bool | None = Field(
+        None,
+        description="7-bit weights (codes -63..63), which x86 CPUs without VNNI need to add int8 "
+        "products without overflow; default: decided by the CPU this runs on.",
     )
     layers: Literal["every", "all", "ffn", "attention"] = Field(
         "every",
@@ -73,6 +78,16 @@ def _scheme(cfg: QatConfig | BinarizeConfig) -> tuple[str, bool]:
     return ("int8", True) if isinstance(cfg, QatConfig) else (cfg.weights, False)
 
 
+def _weight_max(cfg: QatConfig | BinarizeConfig) -> int:
+    """int8's weight code range: 7-bit where the CPU lacks VNNI (hardware.int8_defaults), unless set."""
+    from edgeslim import hardware
+
+    reduce = getattr(cfg, "reduce_range", None)
+    if reduce is None:
+        reduce = bool(hardware.int8_defaults(hardware.detect())["reduce_range"])
+    return lowbit.REDUCED_MAX if reduce else lowbit.INT8_MAX
+
+
 def _distill_config(src: Path, cfg: QatConfig | BinarizeConfig) -> DistillConfig:
     fields = set(TrainConfig.model_fields) - {"type"}
     return DistillConfig(student=src, losses=cfg.losses, **cfg.model_dump(include=fields))
@@ -86,26 +101,32 @@ def _check(path: Path) -> str:
 
     task = teacher_task(config)
     if task not in CLASSIFIERS:
-        raise InputError(
-            f"{path} is a {task} model: low-bit training supports classifiers (sequence or token)"
-        )
+        raise InputError(f"{path} is a {task} model: low-bit training supports sequence classifiers")
     return task
 
 
-def fidelity(source: Path, quantized: Any, cfg: QatConfig | BinarizeConfig, task: str) -> dict[str, Any]:
-    """The eval data's metric for the fp32 source and the low-bit model (fake-quantized), and the drop."""
+def evaluator(source: Path, cfg: QatConfig | BinarizeConfig, task: str) -> tuple[Any, str]:
+    """(evaluate(model) -> scores, the eval data's name): the data is read and checked now,
+    before any work."""
     from edgeslim.train import distill
     from edgeslim.train import task as tasks
 
     dcfg = _distill_config(source, cfg)
     _, dev, _, dev_labels = distill.load_data(source, dcfg, task)
-    evaluate = tasks.dev_metric(source, dev, dev_labels, task, dcfg)
+    return tasks.dev_metric(source, dev, dev_labels, task, dcfg), dev.name
+
+
+def fidelity(source: Path, quantized: Any, evaluated: tuple[Any, str], task: str) -> dict[str, Any]:
+    """The eval data's metric for the fp32 source and the low-bit model (fake-quantized), and the drop."""
+    from edgeslim.train import task as tasks
+
+    evaluate, name = evaluated
     metric = tasks.METRIC[task]
     before = evaluate(models.load(source, task).eval())[metric]
     after = evaluate(quantized.eval())[metric]
     return {
         "metric": metric,
-        "eval_data": dev.name,
+        "eval_data": name,
         "fp32": before,
         "lowbit": after,
         "drop": round(before - after, 6),
@@ -121,13 +142,12 @@ def run(src: str, cfg: QatConfig | BinarizeConfig, out: Path) -> dict[str, Any]:
     task = _check(path)
     scheme, activations = _scheme(cfg)
     layers = "every" if cfg.layers == "every" else cfg.layers
-    method = {
-        "type": cfg.type,
-        "scheme": scheme,
-        "layers": cfg.layers,
-        "trained": not getattr(cfg, "direct", False),
-    }
-    if getattr(cfg, "direct", False):
+    direct = bool(getattr(cfg, "direct", False))
+    if direct and cfg.teacher is not None:
+        raise InputError("binarize --direct trains nothing, so it has no teacher: drop --teacher")
+    method = {"type": cfg.type, "task": task, "scheme": scheme, "layers": cfg.layers, "trained": not direct}
+    evaluated = evaluator(path, cfg, task)  # bad eval data fails here, before any work
+    if direct:
         model = models.load(path, task)
         plan = lowbit.plan_for(model, scheme, layers, activations)
         lowbit.bake(model, plan)
@@ -140,7 +160,7 @@ def run(src: str, cfg: QatConfig | BinarizeConfig, out: Path) -> dict[str, Any]:
 
         def hook(student: Any) -> lowbit.Hook:
             ranges = getattr(cfg, "ranges", "learned")
-            plans.append(lowbit.plan_for(student, scheme, layers, activations, ranges))
+            plans.append(lowbit.plan_for(student, scheme, layers, activations, ranges, _weight_max(cfg)))
             return lowbit.Hook(student, plans[-1])
 
         summary = distill.train_student(
@@ -151,9 +171,15 @@ def run(src: str, cfg: QatConfig | BinarizeConfig, out: Path) -> dict[str, Any]:
         plan = plans[-1]
         method["teacher"] = str(teacher)
     lowbit.save_record(out, plan, method)
-    checked = fidelity(path, lowbit.load(out, task), cfg, task)
-    if getattr(cfg, "direct", False):
+    checked = fidelity(path, lowbit.load(out, task), evaluated, task)
+    if direct:
         finish_direct(out, path, cfg, method, checked)
+    else:  # the distillation's training record, named for this step
+        record_path = out / "edgeslim-train.json"
+        trained = models.read_json(record_path)
+        artifacts.write_json(
+            record_path, {**trained, "type": cfg.type, "lowbit_config": cfg.model_dump(mode="json")}
+        )
     summary.update(
         layers=len(plan),
         scheme=scheme,
