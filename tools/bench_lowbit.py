@@ -82,6 +82,7 @@ def make(out: Path, args: argparse.Namespace) -> dict[str, Path]:
             args.data,
             "--calib-size",
             str(args.calib_size),
+            "--no-keep-post-gelu-fp32",  # all MatMuls, as QAT quantizes every Linear
         ],
     )
     train = [
@@ -108,6 +109,8 @@ def make(out: Path, args: argparse.Namespace) -> dict[str, Path]:
         else:
             raise SystemExit(f"unknown arm {name}: choose from {', '.join([*TRAINED, *DIRECT])}")
         made[name] = once(out / name, ["export", str(model), *TASK])
+        if name == "qat":  # fused like dynamic int8, for a fair latency comparison
+            made["qat-fused"] = once(out / "qat-fused", ["optimize", str(made[name])])
         if name.startswith(("ternary-ffn", "binary-ffn")):  # the rest fused and dynamic int8
             fused = once(out / f"{name}-fused", ["optimize", str(made[name])])
             made[f"{name}+int8"] = once(out / f"{name}+int8", ["quantize", str(fused), "--mode", "dynamic"])
