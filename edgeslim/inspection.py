@@ -174,11 +174,16 @@ def _lowbit_kinds(manifest: dict[str, Any] | None) -> dict[str, str]:
     return {}
 
 
+# Nodes whose second input is a weight matrix (fused attention: the packed Q/K/V weights).
+PRODUCTS = ("MatMul", "Gemm", "MatMulInteger", "DynamicQuantizeMatMul", "Attention", "QAttention")
+
+
 def weight_bits(graph: Any, kinds: dict[str, str]) -> dict[str, dict[str, Any]]:
     """Bits per weight of the matrix products' weights, by layer kind: what the file stores for
     them (codes plus scales and zero points) over their element count. Low-bit layers
     (MatMulNBits, or an int8 initializer behind DequantizeLinear) are grouped by the kind the
-    manifest names; every other MatMul/Gemm weight initializer counts as `other`."""
+    manifest names; every other MatMul/Gemm/Attention weight initializer counts as `other`
+    (scales and zero points are counted for the low-bit layers and DynamicQuantizeMatMul)."""
     import numpy as np
 
     inits = {i.name: i for i in graph.graph.initializer}
@@ -199,10 +204,7 @@ def weight_bits(graph: Any, kinds: dict[str, str]) -> dict[str, dict[str, Any]]:
         if node.op_type == "MatMulNBits":
             attrs = {a.name: a.i for a in node.attribute}
             add(node.input[1], nbytes(*node.input[1:4]), attrs["N"] * attrs["K"])
-        elif (
-            node.op_type in ("MatMul", "Gemm", "MatMulInteger", "DynamicQuantizeMatMul")
-            and len(node.input) > 1
-        ):
+        elif node.op_type in PRODUCTS and len(node.input) > 1:
             weight = node.input[1]
             source = producers.get(weight)
             if source is not None and source.op_type == "DequantizeLinear" and source.input[0] in inits:
