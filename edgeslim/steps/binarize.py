@@ -4,43 +4,13 @@ MatMulNBits. The run itself is train/lowbit.py's, the layers lowbit.py's."""
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Annotated, Any
 
-import typer
-
-from edgeslim.flags import DryRun, Force, Output
-from edgeslim.options import (
-    Alpha,
-    Attention,
-    BatchSize,
-    Cosine,
-    Data,
-    DataDir,
-    Epochs,
-    Eval,
-    EvalEvery,
-    EvalSize,
-    GradAccum,
-    Kl,
-    LabelColumn,
-    MaxLength,
-    MaxSteps,
-    MinConfidence,
-    Mse,
-    Nll,
-    PairColumn,
-    Patience,
-    Precision,
-    SaveEvery,
-    Seed,
-    SoftCe,
-    Temperature,
-    TextColumn,
-    TrainSize,
-    field_option,
-)
-from edgeslim.train.lowbit import BinarizeConfig, LowBitWeights
+from edgeslim.options import field_option
+from edgeslim.steps import qat
+from edgeslim.train.lowbit import BinarizeConfig
 
 Config = BinarizeConfig  # the training layer takes it, so it is defined there
 
@@ -56,48 +26,34 @@ def _option(name: str, *decls: str) -> Any:
     return field_option(Config, name, *decls)
 
 
-def command(
-    model: Annotated[str, typer.Argument(help="The fp32 model (HF directory) to train low-bit.")],
-    output: Output,
-    teacher: Annotated[Path | None, _option("teacher")] = None,
-    weights: Annotated[str | None, _option("weights")] = None,
-    layers: Annotated[str | None, _option("layers")] = None,
-    direct: Annotated[bool | None, _option("direct")] = None,
-    kl: Kl = None,
-    soft_ce: SoftCe = None,
-    nll: Nll = None,
-    min_confidence: MinConfidence = None,
-    alpha: Alpha = None,
-    hidden: Annotated[float | None, field_option(LowBitWeights, "hidden")] = None,
-    attention: Attention = None,
-    cosine: Cosine = None,
-    mse: Mse = None,
-    temperature: Temperature = None,
-    data: Data = None,
-    eval: Eval = None,
-    text_column: TextColumn = None,
-    pair_column: PairColumn = None,
-    label_column: LabelColumn = None,
-    data_dir: DataDir = None,
-    train_size: TrainSize = None,
-    eval_size: EvalSize = None,
-    max_steps: MaxSteps = None,
-    epochs: Epochs = None,
-    batch_size: BatchSize = None,
-    grad_accum: GradAccum = None,
-    lr: Annotated[float | None, _option("lr")] = None,
-    max_length: MaxLength = None,
-    seed: Seed = None,
-    eval_every: EvalEvery = None,
-    save_every: SaveEvery = None,
-    patience: Patience = None,
-    precision: Precision = None,
-    force: Force = False,
-    dry_run: DryRun = False,
-) -> None:
+def command(**values: Any) -> None:
     """Ternary or binary weights in the FFN, attention or all Linear layers: trained by
     distillation with straight-through gradients (resumable), or --direct."""
     from edgeslim.steps import run_single
     from edgeslim.train.lowbit import config_from
 
-    run_single(model, config_from(Config, locals()), output, force, dry_run)
+    run_single(
+        values["model"], config_from(Config, values), values["output"], values["force"], values["dry_run"]
+    )
+
+
+def _signature() -> inspect.Signature:
+    """qat's command options (the shared training, loss and teacher flags, declared once there),
+    with binarize's own in place of qat's layers, ranges and reduce_range."""
+    own = [
+        inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=annotation)
+        for name, annotation in (
+            ("weights", Annotated[str | None, _option("weights")]),
+            ("layers", Annotated[str | None, _option("layers")]),
+            ("direct", Annotated[bool | None, _option("direct")]),
+        )
+    ]
+    shared = list(inspect.signature(qat.command, eval_str=True).parameters.values())
+    first = shared[:3]  # model, output, teacher
+    rest = [p for p in shared[3:] if p.name not in ("layers", "ranges", "reduce_range")]
+    return inspect.Signature([*first, *own, *rest], return_annotation=None)
+
+
+_SIGNATURE = _signature()
+command.__signature__ = _SIGNATURE  # type: ignore[attr-defined]  # what typer reads
+command.__annotations__ = {p.name: p.annotation for p in _SIGNATURE.parameters.values()}
