@@ -62,15 +62,34 @@ def _budgets(tmp_path: Path, text: str) -> Path:
     return path
 
 
+def _fixed_timings(monkeypatch: pytest.MonkeyPatch, medians: dict[str, float]) -> list[dict[str, Path]]:
+    """The gate's timing run, injected: each model's samples (40, median as given, role name as
+    key: the artifact's folder name or `versus`); returns the models asked for."""
+    seen: list[dict[str, Path]] = []
+
+    def fake_grid(models: dict[str, Path], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        seen.append(models)
+        assert all(path.is_file() for path in models.values())
+        cells = []
+        for name in models:
+            ms = medians.get(name, medians.get("*", 5.0))
+            cells.append({"model": name, "median_ms": ms, "p95_ms": ms, "samples_ms": [ms] * 40})
+        return {"cells": cells}
+
+    monkeypatch.setattr(bench, "run_grid", fake_grid)
+    return seen
+
+
 def test_gate_passes_and_fails(
     bert_fp32: Path, bert_fused: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     summary = tmp_path / "summary.md"
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    _fixed_timings(monkeypatch, {"*": 5.0})  # p50 5 ms: the verdicts below are the budgets', not this CPU's
     ok = _budgets(
         tmp_path,
         "max_size_mb: 10\nmax_params: 1000000\nfusion: {attention: full}\n"
-        "latency:\n  - {ep: cpu, threads: 1, batch: 1, seq: 8, max_p50_ms: 100000, runs: 10}\n",
+        "latency:\n  - {ep: cpu, threads: 1, batch: 1, seq: 8, max_p50_ms: 6, runs: 10}\n",
     )
     result = cli(["gate", str(bert_fused), "--budgets", str(ok)])
     assert result.exit_code == 0, result.output
@@ -80,8 +99,8 @@ def test_gate_passes_and_fails(
     bad = _budgets(
         tmp_path,
         f"max_size_mb: {size_mb * 0.9:.4f}\nmax_params: {params - 1}\n"
-        "latency:\n  - {ep: cpu, threads: 1, batch: 1, seq: 8, max_p50_ms: 0.0001, runs: 10}\n",
-    )  # just below the artifact's own size and parameter count; a latency no CPU achieves
+        "latency:\n  - {ep: cpu, threads: 1, batch: 1, seq: 8, max_p50_ms: 4, runs: 10}\n",
+    )  # just below the artifact's own size, parameter count and (injected) p50
     junit = tmp_path / "gate.xml"
     result = cli(["gate", str(bert_fused), "--budgets", str(bad), "--junit", str(junit)])
     assert result.exit_code == 6 and "max_size_mb" in result.output
@@ -95,12 +114,15 @@ def test_gate_passes_and_fails(
     assert cli(["gate", str(bert_fp32), "--budgets", str(fusion)]).exit_code == 6  # unfused export
 
 
-def test_gate_latency_ratio_versus_another_model(bert_fp32: Path, bert_fused: Path, tmp_path: Path) -> None:
+def test_gate_latency_ratio_versus_another_model(
+    bert_fp32: Path, bert_fused: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """max_ratio: p50 over another model's p50, timed interleaved in the gate's run; `versus` is
     an artifact folder (relative to the budgets file) or a role in the artifact's report.json."""
     art = tmp_path / "art"
     shutil.copytree(bert_fused, art)
     (tmp_path / "ref").symlink_to(bert_fp32)
+    seen = _fixed_timings(monkeypatch, {"art": 2.0, "versus": 8.0})  # the artifact at 0.25x
 
     def gate(versus: str, limit: float) -> Any:
         lat = f"{{threads: 1, batch: 1, seq: 8, runs: 10, max_ratio: {limit}, versus: {versus}}}"
@@ -108,16 +130,20 @@ def test_gate_latency_ratio_versus_another_model(bert_fp32: Path, bert_fused: Pa
             ["gate", str(art), "--budgets", str(_budgets(tmp_path, f"latency:\n  - {lat}\n")), "--json"]
         )
 
-    loose = gate("ref", 1000.0)
+    loose = gate("ref", 0.3)
     assert loose.exit_code == 0, loose.output
+    assert seen[-1]["versus"] == (tmp_path / "ref" / "model.onnx")  # relative to the budgets file
     (row,) = _json(loose.output)["budgets"]
-    assert row["budget"] == "latency.ratio (cpu t1 b1 s8)" and row["limit"].startswith("<= 1000.0x")
-    missing = gate("'teacher int8'", 1000.0)
+    assert row["budget"] == "latency.ratio (cpu t1 b1 s8)" and row["limit"].startswith("<= 0.3x")
+    assert row["actual"].startswith("0.250x")
+    assert gate("ref", 0.2).exit_code == 6  # the same timings over a tighter limit
+    missing = gate("'teacher int8'", 0.3)
     assert missing.exit_code == 3 and "no report.json" in missing.output
     report = {"artifacts": [{"name": "t/finetune:int8", "role": "teacher int8", "path": str(bert_fp32)}]}
     (art / "report.json").write_text(json.dumps(report))
-    assert gate("'teacher int8'", 1000.0).exit_code == 0
-    unknown = gate("'teacher fp16'", 1000.0)
+    assert gate("'teacher int8'", 0.3).exit_code == 0
+    assert seen[-1]["versus"] == bert_fp32 / "model.onnx"
+    unknown = gate("'teacher fp16'", 0.3)
     assert unknown.exit_code == 3 and "roles: teacher int8" in " ".join(unknown.output.split())
     lone = cli(["gate", str(art), "--budgets", str(_budgets(tmp_path, "latency:\n  - {max_ratio: 0.5}\n"))])
     assert lone.exit_code == 3 and "max_ratio and versus go together" in lone.output

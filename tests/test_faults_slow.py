@@ -17,9 +17,11 @@ RECOVERY = (12, 24, 36)  # recovery checkpoints every min(100, 48 // 4) steps
 
 def _cases(tiny: Path, seq: Path, fused: Path, work: Path) -> list[Case]:
     budgets = work / "budgets.yaml"
+    # the gate times the model (kills land mid-timing) against itself, interleaved: a ratio
+    # whose CI cannot reach 10x on any CPU, so its verdict is not a timing threshold
     budgets.write_text(
         "max_size_mb: 100\nmax_params: 100000000\n"
-        "latency:\n  - {ep: cpu, threads: 1, batch: 1, seq: 32, max_p50_ms: 1000}\n"
+        f"latency:\n  - {{ep: cpu, threads: 1, batch: 1, seq: 32, max_ratio: 10.0, versus: {fused}}}\n"
     )
     recipe = work / "recipe.yaml"
     recipe.write_text(

@@ -1,7 +1,9 @@
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import pytest
 from conftest import cli
 
 from edgeslim import artifacts, report
@@ -282,21 +284,37 @@ def test_plan_names_the_teacher_and_each_intermediate(tiny_bert: Path, tmp_path:
     ]["dir"]
 
 
-def test_recipe_gate_times_the_result_against_the_teachers_int8(tiny_bert: Path, tmp_path: Path) -> None:
+def test_recipe_gate_times_the_result_against_the_teachers_int8(
+    tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A gate step's ratio budget finds `teacher int8` in the report step's report.json (a
-    cache entry beside the output) and times the result against it."""
+    cache entry beside the output) and times the result against it. The gate's timings are
+    injected (the result at 0.25x), so its verdict is the budget's, not this CPU's."""
+    from edgeslim import bench
+
+    real, timed = bench.run_grid, []
+
+    def grid(models: dict[str, Path], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        if "versus" not in models:  # the report step's own measurements run for real
+            return real(models, *args, **kwargs)
+        timed.append(models["versus"])
+        cells = [{"median_ms": 2.0, "samples_ms": [2.0] * 40}, {"median_ms": 8.0, "samples_ms": [8.0] * 40}]
+        return {"cells": cells}
+
+    monkeypatch.setattr(bench, "run_grid", grid)
     body = (
         "steps:\n  - type: simplify\n    activation: relu\n"
         "  - type: export\n    task: sequence-classification\n"
         "  - type: optimize\n  - type: quantize\n  - type: report\n    runs: 10\n  - type: gate\n"
-        "    budgets: {latency: [{threads: 1, batch: 1, seq: 8, runs: 10, max_ratio: 1000.0, "
+        "    budgets: {latency: [{threads: 1, batch: 1, seq: 8, runs: 10, max_ratio: 0.3, "
         "versus: teacher int8}]}\n"
     )
     result = cli(["run", str(_recipe(tmp_path, tiny_bert, body))])
     assert result.exit_code == 0, result.output
     rows = json.loads((tmp_path / "out" / "gate.json").read_text())["budgets"]
     assert [(r["budget"], r["passed"]) for r in rows] == [("latency.ratio (cpu t1 b1 s8)", True)]
-    assert rows[0]["limit"] == "<= 1000.0x teacher int8"
+    assert rows[0]["limit"] == "<= 0.3x teacher int8" and rows[0]["actual"].startswith("0.250x")
+    assert len(timed) == 1 and timed[0].parent.name.startswith("b") and ".edgeslim-cache" in str(timed[0])
 
 
 def test_gate_metric_skips_a_gate_without_budgets(tmp_path: Path) -> None:
