@@ -143,18 +143,19 @@ def test_disk_full_while_checkpointing(
 ) -> None:
     import errno
 
-    import torch
+    import safetensors.torch
 
-    real_save = torch.save
+    real_save = safetensors.torch.save_file
     calls = {"n": 0}
 
-    def full(obj: object, path: object, *a: object, **k: object) -> None:
-        calls["n"] += 1
-        if calls["n"] >= 2:  # the first checkpoint fits, the second does not
-            raise OSError(errno.ENOSPC, "No space left on device")
-        real_save(obj, path, *a, **k)  # type: ignore[arg-type]
+    def full(tensors: object, path: str, *a: object, **k: object) -> None:
+        if str(path).endswith("optimizer.safetensors"):
+            calls["n"] += 1
+            if calls["n"] >= 2:  # the first checkpoint fits, the second does not
+                raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(tensors, path, *a, **k)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(torch, "save", full)
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
     result = _finetune(tiny_factory("bert"), tmp_path / "o", "--max-steps", "12")
     assert result.exit_code == 4 and "free disk space" in result.output  # type: ignore[attr-defined]
     partial = tmp_path / ".o.partial"

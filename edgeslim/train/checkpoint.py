@@ -5,10 +5,12 @@ previous one):
     state.json          format, run fingerprint, loop state, scheduler, Python/NumPy RNG (JSON)
     model.safetensors   the weights
     extra.safetensors   torch (and CUDA) RNG states, the hook's tensors (sparsity masks, scores)
-    optimizer.pt        optimizer.state_dict(): tensors, numbers, lists; read with weights_only=True
+    optimizer.safetensors  the optimizer state's tensors (`state.PARAM.NAME`); its other values
+                        and the param groups are in state.json (`optimizer`)
 
-No pickle of arbitrary objects is read: the fingerprint in state.json is checked before any
-tensor file is opened, and a damaged checkpoint is an InputError naming the folder to delete.
+Nothing is unpickled: every file is JSON or safetensors, the fingerprint in state.json is
+checked before any tensor file is opened, and a damaged checkpoint is an InputError naming the
+folder to delete.
 """
 
 from __future__ import annotations
@@ -23,8 +25,13 @@ from typing import Any
 from edgeslim.errors import InputError, OutputError
 
 CHECKPOINT = "checkpoint"
-FORMAT = "edgeslim.checkpoint/1"
-STATE, WEIGHTS, EXTRA, OPTIMIZER = "state.json", "model.safetensors", "extra.safetensors", "optimizer.pt"
+FORMAT = "edgeslim.checkpoint/2"  # /1 kept the optimizer state as a torch pickle
+STATE, WEIGHTS, EXTRA, OPTIMIZER = (
+    "state.json",
+    "model.safetensors",
+    "extra.safetensors",
+    "optimizer.safetensors",
+)
 
 
 @dataclass
@@ -81,14 +88,14 @@ def _write_checkpoint(
     folder: Path, model: Any, optimizer: Any, plain: dict[str, Any], tensors: dict[str, Any]
 ) -> None:
     """The checkpoint files into `folder`; state.json last (its presence marks a complete write)."""
-    import torch
     from safetensors.torch import save_file, save_model
 
     folder.mkdir()
     save_model(model, str(folder / WEIGHTS))  # shared (tied) tensors stored once
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(folder / EXTRA))
-    torch.save(optimizer.state_dict(), folder / OPTIMIZER)
-    (folder / STATE).write_text(json.dumps(plain))
+    optimizer_tensors, optimizer_plain = _split_optimizer(optimizer.state_dict())
+    save_file(optimizer_tensors, str(folder / OPTIMIZER))
+    (folder / STATE).write_text(json.dumps({**plain, "optimizer": optimizer_plain}))
     for name in (WEIGHTS, EXTRA, OPTIMIZER, STATE):
         with (folder / name).open("rb") as handle:
             os.fsync(handle.fileno())
@@ -127,6 +134,32 @@ def save(
             f"cannot write a checkpoint in {work} ({exc.strerror}): free disk space and rerun "
             "the same command to resume from the last checkpoint"
         ) from None
+
+
+def _split_optimizer(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """optimizer.state_dict() -> (its tensors as `state.PARAM.NAME`, the rest as JSON values)."""
+    import torch
+
+    tensors: dict[str, Any] = {}
+    values: dict[str, dict[str, Any]] = {}
+    for param, entries in state["state"].items():
+        for name, value in entries.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"state.{param}.{name}"] = value.detach().contiguous()
+            else:
+                values.setdefault(str(param), {})[name] = value
+    return tensors, {"values": values, "param_groups": state["param_groups"]}
+
+
+def _join_optimizer(tensors: dict[str, Any], plain: dict[str, Any]) -> dict[str, Any]:
+    """The optimizer.state_dict() that _split_optimizer split."""
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        _, param, name = key.split(".", 2)
+        state.setdefault(int(param), {})[name] = value
+    for param, entries in plain["values"].items():
+        state.setdefault(int(param), {}).update(entries)
+    return {"state": state, "param_groups": plain["param_groups"]}
 
 
 def tidy(work: Path) -> None:
@@ -178,9 +211,6 @@ def resume(
     (loop state, optimizer, scheduler). The hook comes first: one that reshapes the model (pruning
     while training) rebuilds the saved shape, then `rebuild(optimizer, scheduler)` makes an
     optimizer for its parameters, before the weights and optimizer state are loaded."""
-    import pickle
-
-    import torch
     from safetensors import SafetensorError
     from safetensors.torch import load_file, load_model
 
@@ -193,7 +223,7 @@ def resume(
             if hook.load_state_dict({**plain["hook"], **mine}):
                 optimizer, scheduler = rebuild(optimizer, scheduler)
         load_model(model, str(folder / WEIGHTS), strict=True)
-        optimizer.load_state_dict(torch.load(folder / OPTIMIZER, map_location="cpu", weights_only=True))
+        optimizer.load_state_dict(_join_optimizer(load_file(str(folder / OPTIMIZER)), plain["optimizer"]))
         scheduler.load_state_dict(plain["scheduler"])
         _set_rng_state(plain["rng"], tensors)
     except (
@@ -203,12 +233,9 @@ def resume(
         TypeError,
         ValueError,
         RuntimeError,
-        pickle.UnpicklingError,
         SafetensorError,
     ) as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        if isinstance(exc, pickle.UnpicklingError):  # torch's text suggests weights_only=False: no
-            reason = f"{OPTIMIZER} holds objects other than tensors and numbers; not loaded"
         raise InputError(
             f"{folder} is damaged or incomplete ({reason}): delete it to start this run over"
         ) from None
