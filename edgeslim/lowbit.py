@@ -281,11 +281,14 @@ def load(path: Path, task: str) -> Any:
     its low-bit layers converted and their activation steps read from the saved weights."""
     from edgeslim import models
 
-    torch = _torch()
     model = models.load(path, task)
     record = read_record(path)
-    if record is None:
-        return model
+    return attach(model, path, record) if record is not None else model
+
+
+def attach(model: Any, path: Path, record: dict[str, Any]) -> Any:
+    """Make `model` (loaded from `path`) the fake-quantized model its `record` describes, in place."""
+    torch = _torch()
     apply(model, record["layers"])
     steps = saved_steps(path)
     modules = dict(model.named_modules())

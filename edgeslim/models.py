@@ -366,18 +366,31 @@ def import_transformers() -> Any:
     return transformers
 
 
+# Per task: the transformers Auto class `load` uses, and the name of its model-type -> class
+# table in transformers.models.auto.modeling_auto (for model_class).
+AUTO_CLASSES = {
+    "feature-extraction": ("AutoModel", "MODEL_MAPPING_NAMES"),
+    "sequence-classification": (
+        "AutoModelForSequenceClassification",
+        "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES",
+    ),
+    "regression": ("AutoModelForSequenceClassification", "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES"),
+    "token-classification": (
+        "AutoModelForTokenClassification",
+        "MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES",
+    ),
+}
+
+
 def model_class(config: dict[str, Any], task: str) -> Any:
     """The transformers class `load` builds for `task` (importing its modeling code), or None
     when transformers maps none (load then reports the error)."""
     transformers = import_transformers()
-    from transformers.models.auto import modeling_auto as auto
+    from transformers.models.auto import modeling_auto
 
-    names: Any = {
-        "feature-extraction": auto.MODEL_MAPPING_NAMES,
-        "sequence-classification": auto.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
-        "regression": auto.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
-        "token-classification": auto.MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES,
-    }.get(task, {})
+    if task not in AUTO_CLASSES:
+        return None
+    names: Any = getattr(modeling_auto, AUTO_CLASSES[task][1])
     name = names.get(str(config.get("model_type")))
     return getattr(transformers, name, None) if name else None
 
@@ -391,12 +404,7 @@ def load(path: Path, task: str, allow_pickle: bool = False, labels: list[str] | 
     check_tokenizer(path, read_config(path))
     weights = weight_files(path, allow_pickle)
     transformers = import_transformers()
-    auto: Any = {
-        "feature-extraction": transformers.AutoModel,
-        "sequence-classification": transformers.AutoModelForSequenceClassification,
-        "regression": transformers.AutoModelForSequenceClassification,
-        "token-classification": transformers.AutoModelForTokenClassification,
-    }[task]
+    auto: Any = getattr(transformers, AUTO_CLASSES[task][0])
     extra: dict[str, Any] = {}
     if task == "regression":
         extra = {"num_labels": 1, "problem_type": "regression"}

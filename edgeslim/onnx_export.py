@@ -151,9 +151,8 @@ def export(src: str, cfg: ExportConfig, out: Path) -> dict[str, Any]:
         if record is not None:  # the fake-quantized model is what the graph must compute
             from edgeslim import lowbit_onnx
 
-            fake = lowbit.load(path, cfg.task)
-            lowered = lowbit_onnx.lower(out / artifacts.MODEL, out / artifacts.MODEL, fake, record)
-            wrapper = _wrapper(fake, cfg.task, pooling, inputs)
+            lowbit.attach(model, path, record)  # in place: the wrapper now runs the fake-quantized model
+            lowered = lowbit_onnx.lower(out / artifacts.MODEL, out / artifacts.MODEL, model, record)
         external = _maybe_external(out / artifacts.MODEL, cfg)
 
     max_len = models.max_length(path, config)
